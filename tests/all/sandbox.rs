@@ -1,0 +1,253 @@
+//! Sandboxing: misbehaving guest components must fail single requests, never
+//! the server; memory limits surface as ENOSPC; capabilities are not granted.
+
+use crate::support::nbd::*;
+use crate::support::*;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn hostile_server() -> Server {
+    let w = guest("hostile.wasm");
+    Server::start(&[
+        "--call-timeout=1",
+        "--memory-limit=64M",
+        w.to_str().unwrap(),
+    ])
+}
+
+#[track_caller]
+fn read0_works(c: &mut RawClient, when: &str) {
+    match c.read(0, 512) {
+        Ok(d) => assert_eq!(d.len(), 512),
+        Err(e) => panic!("read at 0 failed with {e} {when}"),
+    }
+}
+
+#[test]
+fn hostile_guest_is_contained() {
+    let mut srv = hostile_server();
+    let mut c = RawClient::open(&srv.sock, true, false);
+    assert_eq!(c.size, MIB, "hostile.wasm serves 1 MiB");
+    read0_works(&mut c, "at first");
+
+    // Trap.
+    assert_eq!(c.read(4096, 512), Err(EIO), "a trapping pread is EIO");
+    read0_works(&mut c, "after a trap");
+
+    // Infinite loop: cut off by --call-timeout=1.
+    let t = Instant::now();
+    let r = c.read(8192, 512);
+    let took = t.elapsed();
+    assert!(r.is_err(), "endless loop must fail the request");
+    assert!(
+        took < Duration::from_secs(10),
+        "call timeout of 1 s took {took:?}"
+    );
+    read0_works(&mut c, "after a timeout");
+
+    // Unbounded memory growth: stopped by --memory-limit.
+    let t = Instant::now();
+    assert!(
+        c.read(12288, 512).is_err(),
+        "memory bomb must fail the request"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "memory bomb took {:?}",
+        t.elapsed()
+    );
+    read0_works(&mut c, "after a memory bomb");
+
+    // Writes past the read buffer.
+    assert!(
+        c.read(16384, 512).is_err(),
+        "out-of-bounds buffer write must fail the request"
+    );
+    read0_works(&mut c, "after a buffer overrun");
+
+    // The same connection keeps working for repeated failures.
+    assert_eq!(c.read(4096, 512), Err(EIO));
+    read0_works(&mut c, "after a second trap");
+
+    // Server alive; new clients fine.
+    assert!(srv.alive(), "server died\n{}", srv.stderr());
+    let pid = fs::read_to_string(&srv.pidfile).unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
+    let mut d = RawClient::open(&srv.sock, false, false);
+    read0_works(&mut d, "on a new connection");
+    assert_eq!(
+        d.read(4096, 512),
+        Err(EIO),
+        "simple replies: trap is EIO too"
+    );
+    read0_works(&mut d, "on a new connection after a trap");
+    drop(c);
+    drop(d);
+    let st = srv.stop();
+    assert_eq!(st.signal(), None, "server must not die by a signal");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn hostile_guest_with_nbdsh() {
+    let nbdsh = tool("/usr/bin/nbdsh");
+    let dir = TempDir::new("hostsh");
+    let py = r#"
+import errno
+assert len(h.pread(512, 0)) == 512
+try:
+    h.pread(512, 4096)
+    raise Exception("trap was not reported")
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, (e.errnum, e)
+assert len(h.pread(512, 0)) == 512
+for off in (8192, 12288, 16384):
+    try:
+        h.pread(512, off)
+        raise Exception("pread at %d succeeded" % off)
+    except nbd.Error as e:
+        pass
+    assert len(h.pread(512, 0)) == 512
+print("CONTAINED")
+"#;
+    let f = dir.join("h.py");
+    fs::write(&f, py).unwrap();
+    let w = guest("hostile.wasm");
+    let script = format!(
+        "{} -u \"$uri\" -c \"$(cat {})\"",
+        nbdsh.display(),
+        sq(f.to_str().unwrap())
+    );
+    let o = run_captive(
+        &[
+            "--call-timeout=1",
+            "--memory-limit=64M",
+            w.to_str().unwrap(),
+        ],
+        &script,
+    );
+    assert!(ok(&o).contains("CONTAINED"), "{}", show(&o));
+}
+
+#[test]
+fn memory_limit_gives_enospc() {
+    let mut srv = Server::start(&["--memory-limit=64M", "memory", "256M"]);
+    let mut c = RawClient::open(&srv.sock, true, true);
+    let mut failed_at = None;
+    for i in 0..160u64 {
+        let e = c.write(i * MIB, &pattern(1000 + i, MIB as usize));
+        if e != 0 {
+            assert_eq!(
+                e, ENOSPC,
+                "out of guest memory must be ENOSPC (after {i} MiB)"
+            );
+            failed_at = Some(i);
+            break;
+        }
+    }
+    let n = failed_at.expect("writing 160 MiB of distinct data under --memory-limit=64M must fail");
+    assert!(n >= 8, "only {n} MiB fitted under a 64M limit");
+    assert!(n <= 64, "{n} MiB of distinct data fitted under a 64M limit");
+    // Still ENOSPC, not EIO, not a dead server.
+    let e = c.write((n + 1) * MIB, &pattern(5000, MIB as usize));
+    assert!(e == ENOSPC || e == 0, "second write after exhaustion: {e}");
+    assert!(srv.alive(), "server died\n{}", srv.stderr());
+    // Everything written before the failure is intact.
+    for i in 0..n {
+        let d = c
+            .read(i * MIB, MIB as u32)
+            .unwrap_or_else(|e| panic!("read of MiB {i} failed: {e}"));
+        assert!(d == pattern(1000 + i, MIB as usize), "MiB {i} corrupted");
+    }
+    let mut d = RawClient::open(&srv.sock, false, false);
+    assert!(d.read(0, 4096).unwrap() == pattern(1000, MIB as usize)[..4096]);
+    // Freeing memory is possible.
+    assert_eq!(d.cmd(CMD_TRIM, 0, 0, (n * MIB) as u32), 0);
+    assert_eq!(d.read(0, 4096).unwrap(), vec![0u8; 4096]);
+    drop(c);
+    drop(d);
+    let st = srv.stop();
+    assert_eq!(st.signal(), None);
+}
+
+#[test]
+fn escape_attempts_refused() {
+    let w = guest("escape.wasm");
+    let dir = TempDir::new("esc");
+    let granted = dir.str("granted.img");
+    fs::write(&granted, vec![0u8; 1 << 20]).unwrap();
+    fs::write(
+        dir.join("sibling-secret.txt"),
+        b"TOP-SECRET-SIBLING-CONTENT\n",
+    )
+    .unwrap();
+    tool("nbdinfo");
+    tool("nbdcopy");
+    let script = "echo RAN; nbdinfo --size \"$uri\" || echo INFO-FAILED; nbdcopy \"$uri\" null: || echo COPY-FAILED; exit 0";
+    let o = run_captive(
+        &["-v", w.to_str().unwrap(), &format!("file={granted}")],
+        script,
+    );
+    assert_eq!(
+        o.status.signal(),
+        None,
+        "host killed by a signal\n{}",
+        show(&o)
+    );
+    let all = format!("{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        !all.contains("TOP-SECRET-SIBLING"),
+        "sibling file content leaked\n{}",
+        show(&o)
+    );
+    assert!(
+        !all.contains("root:x:0:0"),
+        "/etc/passwd leaked\n{}",
+        show(&o)
+    );
+    if stdout(&o).contains("RAN") {
+        // Loaded: every attempt must have been refused and logged as such.
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let err = stderr(&o);
+        let refused = err.lines().filter(|l| l.contains("refused")).count();
+        assert!(
+            refused >= 4,
+            "expected the 4 escape attempts logged as refused\n{}",
+            show(&o)
+        );
+        assert!(
+            !err.contains("SUCCEEDED"),
+            "an escape attempt succeeded\n{}",
+            show(&o)
+        );
+    } else {
+        // Refused to load: a clear error about the unsatisfied import.
+        assert_exit1(&o);
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{}: error:", prog_name())),
+            "{}",
+            show(&o)
+        );
+        assert!(
+            err.to_lowercase().contains("import"),
+            "load error should mention the unsatisfied import\n{}",
+            show(&o)
+        );
+    }
+}
+
+#[test]
+fn guest_path_not_a_component() {
+    // A file that is not a wasm component: clean error, exit 1.
+    let dir = TempDir::new("notwasm");
+    let p = dir.str("junk.wasm");
+    fs::write(&p, b"\0asm but not really").unwrap();
+    let o = run_captive(&[&p], "echo RAN");
+    assert_exit1(&o);
+    assert!(!stdout(&o).contains("RAN"));
+    assert!(stderr(&o).contains("junk.wasm"), "{}", show(&o));
+}
