@@ -149,6 +149,7 @@ fn memory_limit_gives_enospc() {
         }
     }
     let n = failed_at.expect("writing 160 MiB of distinct data under --memory-limit=64M must fail");
+    eprintln!("memory limit: first ENOSPC after {n} MiB");
     assert!(n >= 8, "only {n} MiB fitted under a 64M limit");
     assert!(n <= 64, "{n} MiB of distinct data fitted under a 64M limit");
     // Still ENOSPC, not EIO, not a dead server.

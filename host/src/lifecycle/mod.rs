@@ -229,6 +229,9 @@ fn listen(cli: &Cli, cleanup: &mut Cleanup) -> Result<(Vec<Listener>, Option<End
     if cli.single {
         return Ok((Vec::new(), None));
     }
+    if let Some(listeners) = activated_sockets(cli)? {
+        return Ok((listeners, None));
+    }
     match cli.unix.as_deref() {
         Some("-") => {
             // Always /tmp, as nbdkit: the path must stay short enough for sun_path.
@@ -252,6 +255,25 @@ fn listen(cli: &Cli, cleanup: &mut Cleanup) -> Result<(Vec<Listener>, Option<End
             Ok((listeners, Some(Endpoint::Tcp(port))))
         }
     }
+}
+
+/// systemd-style socket activation: `LISTEN_PID` is us and `LISTEN_FDS` sockets start at fd 3.
+fn activated_sockets(cli: &Cli) -> Result<Option<Vec<Listener>>> {
+    let pid_matches = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| pid_matches) else { return Ok(None) };
+    let count: i32 = match count.parse() {
+        Ok(n) if (1..=16).contains(&n) => n,
+        _ => bail!("LISTEN_FDS: expected 1 to 16 sockets, got '{count}'"),
+    };
+    if cli.ipaddr.is_some() || cli.port.is_some() || cli.unix.is_some() || cli.run.is_some() {
+        bail!("socket activation cannot be used with -i, -p, -U or --run");
+    }
+    // SAFETY (remove_var): still single-threaded; the variables must not reach --run commands.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+    }
+    (3..3 + count).map(listener::from_activated_fd).collect::<Result<Vec<_>>>().map(Some)
 }
 
 /// `-s`: one connection on stdin/stdout.
@@ -313,6 +335,16 @@ fn thread_model_name(model: ThreadModel) -> &'static str {
     }
 }
 
+fn kind_name(kind: ConfigKind) -> &'static str {
+    match kind {
+        ConfigKind::Text => "text",
+        ConfigKind::Size => "size",
+        ConfigKind::Boolean => "boolean",
+        ConfigKind::File => "file",
+        ConfigKind::Directory => "directory",
+    }
+}
+
 fn print_config() {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -352,7 +384,7 @@ fn print_plugin_dump(plugin: &PluginComponent) {
         if info.shared_state { "yes" } else { "no" }
     );
     for key in &info.config_keys {
-        println!("config_key={} ({:?})", key.name, key.kind);
+        println!("config_key={}:{}", key.name, kind_name(key.kind));
     }
 }
 
@@ -368,6 +400,6 @@ fn print_plugin_help(plugin: &PluginComponent) {
         } else {
             ""
         };
-        println!("{}=<{:?}>{magic}\n    {}", key.name, key.kind, key.help);
+        println!("{}=<{}>{magic}\n    {}", key.name, kind_name(key.kind), key.help);
     }
 }

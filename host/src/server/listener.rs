@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::error::Context as _;
-use wasmtime::{bail, Result};
+use wasmtime::{bail, format_err, Result};
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -79,6 +79,20 @@ pub fn bind_unix(path: &Path) -> Result<Listener> {
         }
         Err(e) => Err(e).with_context(|| format!("-U: cannot bind {}", path.display())),
     }
+}
+
+/// Adopt a listening socket passed by a socket activator (fd 3 onwards).
+pub fn from_activated_fd(fd: RawFd) -> Result<Listener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use nix::sys::socket::{getsockname, SockaddrLike, SockaddrStorage};
+    let address = getsockname::<SockaddrStorage>(fd).map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    // SAFETY: the activator handed this descriptor to us; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(match address.family() {
+        Some(nix::sys::socket::AddressFamily::Unix) => Listener::Unix(UnixListener::from(owned)),
+        _ => Listener::Tcp(TcpListener::from(owned)),
+    })
 }
 
 fn is_stale_socket(path: &Path) -> bool {
