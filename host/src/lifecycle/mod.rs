@@ -259,8 +259,13 @@ fn listen(cli: &Cli, cleanup: &mut Cleanup) -> Result<(Vec<Listener>, Option<End
 
 /// systemd-style socket activation: `LISTEN_PID` is us and `LISTEN_FDS` sockets start at fd 3.
 fn activated_sockets(cli: &Cli) -> Result<Option<Vec<Listener>>> {
-    let pid_matches = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
-    let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| pid_matches) else { return Ok(None) };
+    let pid_matches = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| pid_matches) else {
+        return Ok(None);
+    };
     let count: i32 = match count.parse() {
         Ok(n) if (1..=16).contains(&n) => n,
         _ => bail!("LISTEN_FDS: expected 1 to 16 sockets, got '{count}'"),
@@ -273,7 +278,10 @@ fn activated_sockets(cli: &Cli) -> Result<Option<Vec<Listener>>> {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");
     }
-    (3..3 + count).map(listener::from_activated_fd).collect::<Result<Vec<_>>>().map(Some)
+    (3..3 + count)
+        .map(listener::from_activated_fd)
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// `-s`: one connection on stdin/stdout.
@@ -400,6 +408,11 @@ fn print_plugin_help(plugin: &PluginComponent) {
         } else {
             ""
         };
-        println!("{}=<{}>{magic}\n    {}", key.name, kind_name(key.kind), key.help);
+        println!(
+            "{}=<{}>{magic}\n    {}",
+            key.name,
+            kind_name(key.kind),
+            key.help
+        );
     }
 }

@@ -83,10 +83,14 @@ pub fn bind_unix(path: &Path) -> Result<Listener> {
 
 /// Adopt a listening socket passed by a socket activator (fd 3 onwards).
 pub fn from_activated_fd(fd: RawFd) -> Result<Listener> {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use nix::sys::socket::{getsockname, SockaddrLike, SockaddrStorage};
-    let address = getsockname::<SockaddrStorage>(fd).map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let address = getsockname::<SockaddrStorage>(fd)
+        .map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
     // SAFETY: the activator handed this descriptor to us; nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(match address.family() {
