@@ -9,23 +9,17 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Components embedded in the binary and served by name (`nbdbox memory 1G`).
+/// Components embedded in the binary and used by name (`nbdbox memory 1G`, `--filter=retry`).
 const BUILTIN_PLUGINS: &[&str] = &["memory", "example1", "file", "tar"];
+const BUILTIN_FILTERS: &[&str] = &["readahead", "retry", "exitlast"];
 /// Components built for the test suite only; tests load them by path.
-const TEST_COMPONENTS: &[&str] = &["hostile", "escape"];
+const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
     let guests = root.join("plugins-wasm");
-    for watched in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "sdk",
-        "plugins",
-        "filters",
-        "test-plugins",
-    ] {
+    for watched in ["Cargo.toml", "Cargo.lock", "sdk", "plugins", "filters", "test-plugins"] {
         println!("cargo:rerun-if-changed={}", guests.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -35,14 +29,11 @@ fn main() {
     build_guests(&guests, &target_dir);
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
-    let mut code = String::from("/// Built-in components: (name, wasm bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
-    for name in BUILTIN_PLUGINS {
+    let mut code =
+        String::from("/// Built-in components: (name, wasm bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
+    for name in BUILTIN_PLUGINS.iter().chain(BUILTIN_FILTERS) {
         let path = wasm_dir.join(format!("{name}.wasm"));
-        assert!(
-            path.exists(),
-            "guest build did not produce {}",
-            path.display()
-        );
+        assert!(path.exists(), "guest build did not produce {}", path.display());
         writeln!(
             code,
             "    ({name:?}, include_bytes!({:?})),",
@@ -51,6 +42,11 @@ fn main() {
         .unwrap();
     }
     code.push_str("];\n");
+    writeln!(
+        code,
+        "pub static PLUGINS: &[&str] = &{BUILTIN_PLUGINS:?};\npub static FILTERS: &[&str] = &{BUILTIN_FILTERS:?};"
+    )
+    .unwrap();
     std::fs::write(out_dir.join("builtin.rs"), code).unwrap();
     for name in TEST_COMPONENTS {
         assert!(
@@ -64,10 +60,7 @@ fn main() {
 
 /// `<target>/wasm-guests`, found by walking up from OUT_DIR (`<target>/<profile>/build/<pkg>/out`).
 fn guest_target_dir(out_dir: &Path) -> PathBuf {
-    let target = out_dir
-        .ancestors()
-        .nth(4)
-        .expect("OUT_DIR has the usual depth");
+    let target = out_dir.ancestors().nth(4).expect("OUT_DIR has the usual depth");
     target.join("wasm-guests")
 }
 
@@ -106,9 +99,7 @@ fn build_guests(guests: &Path, target_dir: &Path) {
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
             .is_some_and(|sysroot| !sysroot.join("lib/rustlib/wasm32-wasip2").exists());
         if target_missing {
-            panic!(
-                "the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2"
-            );
+            panic!("the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2");
         }
         panic!(
             "building the guest components in {} failed (see above)",

@@ -14,12 +14,7 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Serve on a Unix socket; `-` makes a private one in a new 0700 directory
-    #[arg(
-        short = 'U',
-        long = "unix",
-        value_name = "SOCKET",
-        allow_hyphen_values = true
-    )]
+    #[arg(short = 'U', long = "unix", value_name = "SOCKET", allow_hyphen_values = true)]
     pub unix: Option<String>,
     /// TCP port (default 10809)
     #[arg(short = 'p', long = "port")]
@@ -98,19 +93,14 @@ fn is_key(key: &str) -> bool {
 
 /// Split plugin parameters into (key, value) pairs: `key=value` when the text before the first
 /// `=` is a valid key, otherwise a bare value for the magic key.
-pub fn config_pairs(
-    params: &[String],
-    magic_key: Option<&str>,
-) -> Result<Vec<(String, String)>, String> {
+pub fn config_pairs(params: &[String], magic_key: Option<&str>) -> Result<Vec<(String, String)>, String> {
     params
         .iter()
         .map(|param| match param.split_once('=') {
             Some((key, value)) if is_key(key) => Ok((key.to_owned(), value.to_owned())),
             _ => match magic_key {
                 Some(key) => Ok((key.to_owned(), param.clone())),
-                None => Err(format!(
-                    "expecting key=value on the command line but got: {param}"
-                )),
+                None => Err(format!("expecting key=value on the command line but got: {param}")),
             },
         })
         .collect()
@@ -127,10 +117,7 @@ mod tests {
 
     #[test]
     fn magic_key_and_key_grammar() {
-        assert_eq!(
-            pairs(&["1M"], Some("size")).unwrap(),
-            [("size".into(), "1M".into())]
-        );
+        assert_eq!(pairs(&["1M"], Some("size")).unwrap(), [("size".into(), "1M".into())]);
         assert_eq!(
             pairs(&["size=1M"], Some("size")).unwrap(),
             [("size".into(), "1M".into())]
@@ -143,17 +130,13 @@ mod tests {
             pairs(&["x=1.img"], Some("file")).unwrap(),
             [("x".into(), "1.img".into())]
         );
-        assert_eq!(
-            pairs(&["k=v=w"], None).unwrap(),
-            [("k".into(), "v=w".into())]
-        );
+        assert_eq!(pairs(&["k=v=w"], None).unwrap(), [("k".into(), "v=w".into())]);
         assert!(pairs(&["bare"], None).unwrap_err().contains("bare"));
     }
 
     #[test]
     fn options_after_the_plugin() {
-        let cli = Cli::try_parse_from(["nbdbox", "memory", "1M", "-U", "-", "--run", "true", "-r"])
-            .unwrap();
+        let cli = Cli::try_parse_from(["nbdbox", "memory", "1M", "-U", "-", "--run", "true", "-r"]).unwrap();
         assert_eq!(cli.plugin.as_deref(), Some("memory"));
         assert_eq!(cli.params, ["1M"]);
         assert_eq!(cli.unix.as_deref(), Some("-"));

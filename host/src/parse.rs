@@ -5,9 +5,7 @@
 /// (b ×1, s ×512, k ×2^10, m ×2^20, g ×2^30, t ×2^40, p ×2^50, e ×2^60), at most i64::MAX.
 pub fn parse_size(value: &str) -> Result<u64, String> {
     let text = value.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, suffix) = text.split_at(digits_end);
     if digits.is_empty() {
         return Err(format!("could not parse size string ({value})"));
@@ -21,11 +19,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         "t" => 40,
         "p" => 50,
         "e" => 60,
-        _ => {
-            return Err(format!(
-                "could not parse size: unknown suffix '{suffix}' ({value})"
-            ))
-        }
+        _ => return Err(format!("could not parse size: unknown suffix '{suffix}' ({value})")),
     };
     digits
         .parse::<u64>()

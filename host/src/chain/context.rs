@@ -5,8 +5,7 @@ use super::report;
 use crate::protocol::consts;
 use crate::protocol::NbdError;
 use crate::runtime::bindings::{
-    BlockSize, CacheMode, CmdFlags, Errno, Extent, FuaMode, GuestError, PluginExports, ThreadModel,
-    ZeroMode,
+    BlockSize, CacheMode, CmdFlags, Errno, Extent, FuaMode, GuestError, PluginExports, ThreadModel, ZeroMode,
 };
 use crate::runtime::buffers::current;
 use crate::runtime::{CallError, InstanceSlot, LayerCtx};
@@ -97,15 +96,11 @@ impl Context {
             return Err(format!("plugin size {} is larger than 2^63-1", ctx.size));
         }
         let plugin_caps = ctx
-            .call(Buffers::None, |p, s, h| {
-                p.connection().call_capabilities(s, h)
-            })
+            .call(Buffers::None, |p, s, h| p.connection().call_capabilities(s, h))
             .map_err(|e| failed("capabilities", e))?;
         ctx.caps = effective_caps(plugin_caps, readonly);
         let block_size = ctx
-            .call(Buffers::None, |p, s, h| {
-                p.connection().call_block_size(s, h)
-            })
+            .call(Buffers::None, |p, s, h| p.connection().call_block_size(s, h))
             .map_err(|e| failed("block-size", e))?;
         ctx.block_size = block_size.filter(|b| b.minimum != 0);
         if let Some(b) = ctx.block_size {
@@ -115,11 +110,11 @@ impl Context {
     }
 
     pub fn plugin_name(&self) -> &str {
-        self.slot.plugin().name()
+        self.slot.stack().name()
     }
 
     pub fn thread_model(&self) -> ThreadModel {
-        self.slot.plugin().info.thread_model
+        self.slot.stack().thread_model()
     }
 
     /// NBD transmission flags for this export (nbdkit's rules, doc §2.11).
@@ -170,8 +165,7 @@ impl Context {
         let count = data.len() as u32;
         let flags = self.native_fua(fua);
         self.call(Buffers::Write(data), |p, s, h| {
-            p.connection()
-                .call_pwrite(s, h, current(), count, offset, flags)
+            p.connection().call_pwrite(s, h, current(), count, offset, flags)
         })?;
         self.emulate_fua(fua)
     }
@@ -192,14 +186,7 @@ impl Context {
 
     /// WRITE_ZEROES: the plugin's zero when it has one, else (or when it answers ENOTSUP)
     /// writing zeros, unless the client asked for a fast zero.
-    pub fn zero(
-        &self,
-        count: u32,
-        offset: u64,
-        may_trim: bool,
-        fua: bool,
-        fast_zero: bool,
-    ) -> Result<(), NbdError> {
+    pub fn zero(&self, count: u32, offset: u64, may_trim: bool, fua: bool, fast_zero: bool) -> Result<(), NbdError> {
         if self.caps.can_zero == ZeroMode::Native {
             let mut flags = self.native_fua(fua);
             if may_trim {
@@ -213,8 +200,7 @@ impl Context {
             }) {
                 Ok(()) => return self.emulate_fua(fua),
                 Err(CallError::Guest(GuestError {
-                    errno: Errno::Enotsup,
-                    ..
+                    errno: Errno::Enotsup, ..
                 })) if !fast_zero => {}
                 Err(e) => return Err(self.fail(e)),
             }
@@ -225,14 +211,9 @@ impl Context {
         let chunk_fua = fua && self.caps.can_fua == FuaMode::Native;
         while offset < end {
             let n = (end - offset).min(ZEROES.len() as u64) as usize;
-            let flags = if chunk_fua {
-                CmdFlags::FUA
-            } else {
-                CmdFlags::empty()
-            };
+            let flags = if chunk_fua { CmdFlags::FUA } else { CmdFlags::empty() };
             self.call(Buffers::Write(&ZEROES[..n]), |p, s, h| {
-                p.connection()
-                    .call_pwrite(s, h, current(), n as u32, offset, flags)
+                p.connection().call_pwrite(s, h, current(), n as u32, offset, flags)
             })?;
             offset += n as u64;
         }
@@ -248,11 +229,7 @@ impl Context {
                 flags: Default::default(),
             }]);
         }
-        let flags = if req_one {
-            CmdFlags::REQ_ONE
-        } else {
-            CmdFlags::empty()
-        };
+        let flags = if req_one { CmdFlags::REQ_ONE } else { CmdFlags::empty() };
         self.call(Buffers::None, |p, s, h| {
             p.connection().call_extents(s, h, count, offset, flags)
         })
@@ -262,8 +239,7 @@ impl Context {
     pub fn cache(&self, count: u32, offset: u64) -> Result<(), NbdError> {
         if self.caps.can_cache == CacheMode::Native {
             return self.call(Buffers::None, |p, s, h| {
-                p.connection()
-                    .call_cache(s, h, count, offset, CmdFlags::empty())
+                p.connection().call_cache(s, h, count, offset, CmdFlags::empty())
             });
         }
         let mut scratch = vec![0; (count as usize).min(4 << 20)];
@@ -298,11 +274,7 @@ impl Context {
     fn call<R>(
         &self,
         buffers: Buffers<'_>,
-        f: impl FnOnce(
-            &PluginExports,
-            &mut Store<LayerCtx>,
-            ResourceAny,
-        ) -> wasmtime::Result<Result<R, GuestError>>,
+        f: impl FnOnce(&PluginExports, &mut Store<LayerCtx>, ResourceAny) -> wasmtime::Result<Result<R, GuestError>>,
     ) -> Result<R, NbdError> {
         self.call_guest(buffers, f).map_err(|e| self.fail(e))
     }
@@ -314,7 +286,7 @@ impl Context {
             CallError::Guest(g) => wire_error(g.errno),
             CallError::Trap(_) => NbdError::Io,
         };
-        report(self.slot.plugin(), &e);
+        report(self.slot.stack(), &e);
         error
     }
 
@@ -323,24 +295,29 @@ impl Context {
     fn call_guest<R>(
         &self,
         buffers: Buffers<'_>,
-        f: impl FnOnce(
-            &PluginExports,
-            &mut Store<LayerCtx>,
-            ResourceAny,
-        ) -> wasmtime::Result<Result<R, GuestError>>,
+        f: impl FnOnce(&PluginExports, &mut Store<LayerCtx>, ResourceAny) -> wasmtime::Result<Result<R, GuestError>>,
     ) -> Result<R, CallError> {
         let _serial = self
             .request_lock
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-        let plugin = self.slot.plugin();
+        let stack = self.slot.stack();
         let mut slot = self.slot.lock();
         let generation = slot.generation;
-        let instance = slot.instance(plugin).map_err(CallError::Trap)?;
+        let instance = slot.instance(stack).map_err(CallError::Trap)?;
         let mut handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         if handle.resource.is_none() || handle.generation != generation {
             let (readonly, name) = (self.readonly, self.export_name.as_str());
-            let resource = instance.call(|p, s| p.connection().call_open(s, readonly, name));
+            // nbdkit's open then prepare; each filter passes them down itself.
+            let resource = instance
+                .call(|p, s| p.connection().call_open(s, readonly, name))
+                .and_then(|r| {
+                    let prepared = instance.call(|p, s| p.connection().call_prepare(s, r));
+                    if prepared.is_err() {
+                        let _ = instance.call(|_, s| r.resource_drop(s).map(Ok));
+                    }
+                    prepared.map(|()| r)
+                });
             match resource {
                 Ok(r) => {
                     *handle = Handle {
@@ -378,18 +355,20 @@ impl Drop for Context {
         let Some(resource) = handle.resource.take() else {
             return;
         };
-        let plugin = self.slot.plugin().clone();
+        let stack = self.slot.stack().clone();
         let mut slot = self.slot.lock();
         if slot.generation != handle.generation {
             return;
         }
-        if let Ok(instance) = slot.instance(&plugin) {
-            let result = instance.call(|_, s| resource.resource_drop(s).map(Ok));
-            if let Err(e) = result {
+        if let Ok(instance) = slot.instance(&stack) {
+            // nbdkit's finalize then close; a finalize failure is only worth a log line.
+            let finalized = instance.call(|p, s| p.connection().call_finalize(s, resource));
+            let closed = instance.call(|_, s| resource.resource_drop(s).map(Ok));
+            for e in [finalized.err(), closed.err()].into_iter().flatten() {
                 if matches!(e, CallError::Trap(_)) {
                     slot.discard();
                 }
-                report(&plugin, &e);
+                report(&stack, &e);
             }
         }
     }
@@ -430,11 +409,7 @@ fn effective_caps(plugin: crate::runtime::bindings::Capabilities, readonly: bool
             ZeroMode::Native => plugin.can_fast_zero,
         },
         can_extents: plugin.can_extents,
-        can_fua: if can_write {
-            plugin.can_fua
-        } else {
-            FuaMode::None
-        },
+        can_fua: if can_write { plugin.can_fua } else { FuaMode::None },
         can_multi_conn: plugin.can_multi_conn,
         can_cache: plugin.can_cache,
     }

@@ -56,9 +56,7 @@ pub fn script(endpoint: &Endpoint<'_>, export_name: &str, command: &str) -> Stri
 fn uri_quote(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'~' | b'/' | b'-' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'~' | b'/' | b'-' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -114,29 +112,21 @@ mod tests {
         );
         assert_eq!(
             s,
-            "uri=nbd+unix://?socket=/tmp/nbdboxAb/socket\nnbd=nbd:unix:/tmp/nbdboxAb/socket\nport=\"\"\nunixsocket=/tmp/nbdboxAb/socket\nexportname=\"\"\nqemu-img info $nbd\n"
+            "uri=\"nbd+unix://?socket=/tmp/nbdboxAb/socket\"\nnbd=nbd:unix:/tmp/nbdboxAb/socket\nport=\"\"\nunixsocket=/tmp/nbdboxAb/socket\nexportname=\"\"\nqemu-img info $nbd\n"
         );
     }
 
     #[test]
     fn tcp_named_export_and_guestfish() {
-        let s = script(
-            &Endpoint::Tcp { port: "10809" },
-            "a b/c?é",
-            "guestfish -a $nbd",
-        );
-        assert!(s.starts_with("uri=nbd://localhost:10809/a%20b/c%3F%C3%A9\nnbd=nbd://localhost:10809\nport=10809\nunixsocket=\"\"\nexportname=\"a b/c?é\"\n"), "{s}");
+        let s = script(&Endpoint::Tcp { port: "10809" }, "a b/c?é", "guestfish -a $nbd");
+        assert!(s.starts_with("uri=\"nbd://localhost:10809/a%20b/c%3F%C3%A9\"\nnbd=nbd://localhost:10809\nport=10809\nunixsocket=\"\"\nexportname=\"a b/c?é\"\n"), "{s}");
     }
 
     #[test]
     fn unix_guestfish_form() {
-        let s = script(
-            &Endpoint::Unix { socket: "/s" },
-            "disk",
-            "guestfish --ro -a $nbd",
-        );
+        let s = script(&Endpoint::Unix { socket: "/s" }, "disk", "guestfish --ro -a $nbd");
         assert!(
-            s.contains("uri=nbd+unix:///disk?socket=/s\nnbd=\"nbd://?socket=/s\"\n"),
+            s.contains("uri=\"nbd+unix:///disk?socket=/s\"\nnbd=\"nbd://?socket=/s\"\n"),
             "{s}"
         );
     }

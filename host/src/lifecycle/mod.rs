@@ -14,7 +14,7 @@ use crate::cli::{config_pairs, Cli};
 use crate::log;
 use crate::runtime::bindings::{ConfigKind, ThreadModel};
 use crate::runtime::grants::{self, Grant, Grants};
-use crate::runtime::{Limits, PluginComponent, Runtime};
+use crate::runtime::{LayerComponent, Limits, Role, Runtime, Stack};
 use crate::server::listener::{self, Listener};
 use crate::server::{self, ServerConfig};
 use std::path::{Path, PathBuf};
@@ -65,12 +65,6 @@ fn check_combinations(cli: &Cli) -> Result<()> {
     if cli.single && (cli.run.is_some() || cli.dump_plugin) {
         bail!("-s cannot be used with --run or --dump-plugin");
     }
-    if !cli.filters.is_empty() {
-        bail!(
-            "--filter: filters are not supported yet (requested: {})",
-            cli.filters.join(", ")
-        );
-    }
     if !(cli.call_timeout > 0.0 && cli.call_timeout.is_finite()) {
         bail!("--call-timeout must be a positive number of seconds");
     }
@@ -100,21 +94,29 @@ fn start(cli: Cli) -> Result<u8> {
         memory: cli.memory_limit,
         call_timeout: Duration::from_secs_f64(cli.call_timeout),
     };
-    let mut plugin = runtime.load_plugin(plugin_spec, limits)?;
+    let plugin = runtime.load(plugin_spec, Role::Plugin, limits)?;
+    let filters = cli
+        .filters
+        .iter()
+        .map(|f| runtime.load(f, Role::Filter, limits))
+        .collect::<Result<Vec<_>>>()?;
+    let mut stack = Stack::new(filters, plugin);
     if cli.help {
         use clap::CommandFactory;
         Cli::command().print_help()?;
-        print_plugin_help(&plugin);
+        for layer in stack.filters().iter().chain([stack.plugin()]) {
+            print_layer_help(layer);
+        }
         return Ok(0);
     }
-    configure(&mut plugin, &cli.params, cli.readonly)?;
+    configure(&mut stack, &cli.params, cli.readonly)?;
     if cli.dump_plugin {
-        plugin.configured_instance(true)?;
-        print_plugin_dump(&plugin);
+        stack.instantiate(true)?;
+        print_plugin_dump(&stack);
         return Ok(0);
     }
-    let primary = plugin.configured_instance(false)?;
-    let chain = Chain::new(plugin, primary);
+    let primary = stack.instantiate(false)?;
+    let chain = Chain::new(stack, primary);
 
     let mut cleanup = Cleanup::default();
     let (listeners, endpoint) = listen(&cli, &mut cleanup)?;
@@ -127,28 +129,30 @@ fn start(cli: Cli) -> Result<u8> {
     });
 
     shutdown::install_signal_handlers();
+    // Socket activation (no endpoint of our own, not -s) never daemonizes, as nbdkit: the
+    // activator (systemd, libnbd) watches the process it started.
+    let socket_activated = endpoint.is_none() && !cli.single;
+    let foreground = cli.foreground || cli.run.is_some() || cli.single || cli.exit_with_parent || socket_activated;
+    // Resolved before daemonizing moves us to `/`.
+    let pidfile = cli.pidfile.as_deref().map(std::path::absolute).transpose()?;
+    if !foreground {
+        daemonize(cli.verbose)?;
+    }
+    // The pid file is written before the command starts, so failing to write it is a
+    // startup failure: exit 1 and the command never runs.
+    if let Some(pidfile) = pidfile {
+        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("-P: writing {}", pidfile.display()))?;
+        cleanup.files.push(pidfile);
+    }
     let command = match (&cli.run, &endpoint) {
         (Some(command), Some(endpoint)) => {
-            let script = captive::script(
-                &endpoint.as_captive(),
-                cli.exportname.as_deref().unwrap_or(""),
-                command,
-            );
+            let script = captive::script(&endpoint.as_captive(), cli.exportname.as_deref().unwrap_or(""), command);
             log::debug!("--run script:\n{script}");
             Some(captive::spawn(&script).context("--run: cannot start /bin/sh")?)
         }
         _ => None,
     };
-    let foreground = cli.foreground || cli.run.is_some() || cli.single || cli.exit_with_parent;
-    if !foreground {
-        daemonize(cli.verbose)?;
-    }
-    if let Some(pidfile) = &cli.pidfile {
-        let pidfile = std::path::absolute(pidfile)?;
-        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
-            .with_context(|| format!("-P: writing {}", pidfile.display()))?;
-        cleanup.files.push(pidfile);
-    }
     crate::runtime::engine::start_epoch_ticker(&runtime.engine);
 
     if cli.single {
@@ -169,26 +173,19 @@ fn start(cli: Cli) -> Result<u8> {
         }
         None => 0,
     };
-    server
-        .join()
-        .map_err(|_| format_err!("the accept loop panicked"))?;
+    server.join().map_err(|_| format_err!("the accept loop panicked"))?;
     drop(cleanup);
     Ok(code)
 }
 
 /// Apply the command-line parameters: open the grants for file and directory keys, then
 /// record every config call (replayed into each instance).
-fn configure(plugin: &mut PluginComponent, params: &[String], readonly: bool) -> Result<()> {
-    let pairs = config_pairs(params, plugin.info.magic_config_key.as_deref())
-        .map_err(|e| format_err!(e))?;
+fn configure(stack: &mut Stack, params: &[String], readonly: bool) -> Result<()> {
+    let plugin = stack.info();
+    let pairs = config_pairs(params, plugin.magic_config_key.as_deref()).map_err(|e| format_err!("{e}"))?;
     let mut grants = Grants::default();
     for (key, value) in &pairs {
-        let kind = plugin
-            .info
-            .config_keys
-            .iter()
-            .find(|k| k.name == *key)
-            .map(|k| k.kind);
+        let kind = plugin.config_keys.iter().find(|k| k.name == *key).map(|k| k.kind);
         let grant = match kind {
             Some(ConfigKind::File) => {
                 grants::open_file(Path::new(value), readonly).map(|(file, writable)| Grant::File {
@@ -201,9 +198,9 @@ fn configure(plugin: &mut PluginComponent, params: &[String], readonly: bool) ->
         };
         grants.insert(key, grant.with_context(|| format!("{key}={value}"))?);
     }
-    plugin.set_grants(grants);
+    stack.set_grants(grants);
     for (key, value) in &pairs {
-        plugin.push_config(key, value);
+        stack.push_config(key, value);
     }
     Ok(())
 }
@@ -235,8 +232,7 @@ fn listen(cli: &Cli, cleanup: &mut Cleanup) -> Result<(Vec<Listener>, Option<End
     match cli.unix.as_deref() {
         Some("-") => {
             // Always /tmp, as nbdkit: the path must stay short enough for sun_path.
-            let dir = nix::unistd::mkdtemp("/tmp/nbdboxXXXXXX")
-                .context("-U -: creating a private directory")?;
+            let dir = nix::unistd::mkdtemp("/tmp/nbdboxXXXXXX").context("-U -: creating a private directory")?;
             cleanup.dirs.push(dir.clone());
             let socket = dir.join("socket");
             let listener = listener::bind_unix(&socket)?;
@@ -259,10 +255,7 @@ fn listen(cli: &Cli, cleanup: &mut Cleanup) -> Result<(Vec<Listener>, Option<End
 
 /// systemd-style socket activation: `LISTEN_PID` is us and `LISTEN_FDS` sockets start at fd 3.
 fn activated_sockets(cli: &Cli) -> Result<Option<Vec<Listener>>> {
-    let pid_matches = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
+    let pid_matches = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
     let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| pid_matches) else {
         return Ok(None);
     };
@@ -304,10 +297,7 @@ fn daemonize(verbose: bool) -> Result<()> {
         ForkResult::Child => {}
     }
     std::env::set_current_dir("/")?;
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     use std::os::fd::AsRawFd;
     let targets: &[i32] = if verbose { &[0, 1] } else { &[0, 1, 2] };
     for &fd in targets {
@@ -321,10 +311,7 @@ fn set_exit_with_parent() -> Result<()> {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and nothing else.
     let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     if ret != 0 {
-        bail!(
-            "--exit-with-parent: prctl: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("--exit-with-parent: prctl: {}", std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -357,20 +344,19 @@ fn print_config() {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let (major, minor) = (
-        env!("CARGO_PKG_VERSION_MAJOR"),
-        env!("CARGO_PKG_VERSION_MINOR"),
-    );
+    let (major, minor) = (env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"));
     println!("binary={exe}\nexit_with_parent={}\nhost_cpu={}\nhost_os={}\nname=nbdbox\nplugins={}\ntls=no\nversion={}\nversion_major={major}\nversion_minor={minor}\nwit={}",
         if cfg!(target_os = "linux") { "yes" } else { "no" },
         std::env::consts::ARCH,
         std::env::consts::OS,
-        crate::runtime::builtin_names().collect::<Vec<_>>().join(","),
+        crate::runtime::builtin_names().0.join(","),
         env!("CARGO_PKG_VERSION"),
         crate::runtime::bindings::WIT_PACKAGE);
 }
 
-fn print_plugin_dump(plugin: &PluginComponent) {
+/// nbdkit's --dump-plugin: the plugin's fields, with the thread model of the whole stack.
+fn print_plugin_dump(stack: &Stack) {
+    let plugin = stack.plugin();
     let info = &plugin.info;
     let path = std::fs::canonicalize(&plugin.source)
         .map(|p| p.display().to_string())
@@ -387,32 +373,22 @@ fn print_plugin_dump(plugin: &PluginComponent) {
     if let Some(key) = &info.magic_config_key {
         println!("magic_config_key={key}");
     }
-    println!(
-        "shared_state={}",
-        if info.shared_state { "yes" } else { "no" }
-    );
+    println!("shared_state={}", if info.shared_state { "yes" } else { "no" });
     for key in &info.config_keys {
         println!("config_key={}:{}", key.name, kind_name(key.kind));
     }
 }
 
-fn print_plugin_help(plugin: &PluginComponent) {
-    let info = &plugin.info;
-    println!(
-        "\nplugin: {} ({})\n{}",
-        info.name, plugin.source, info.description
-    );
+fn print_layer_help(layer: &LayerComponent) {
+    let info = &layer.info;
+    let role = if layer.role == Role::Filter { "filter" } else { "plugin" };
+    println!("\n{role}: {} ({})\n{}", info.name, layer.source, info.description);
     for key in &info.config_keys {
         let magic = if info.magic_config_key.as_deref() == Some(key.name.as_str()) {
             " (magic: may be given bare)"
         } else {
             ""
         };
-        println!(
-            "{}=<{}>{magic}\n    {}",
-            key.name,
-            kind_name(key.kind),
-            key.help
-        );
+        println!("{}=<{}>{magic}\n    {}", key.name, kind_name(key.kind), key.help);
     }
 }

@@ -12,9 +12,8 @@ static WAKE_PIPE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
 
 fn pipe() -> &'static (OwnedFd, OwnedFd) {
     WAKE_PIPE.get_or_init(|| {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-                .expect("create the shutdown pipe");
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .expect("create the shutdown pipe");
         WAKE_WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         (read, write)
     })
@@ -42,6 +41,28 @@ pub fn request() {
     }
 }
 
+/// Sleep for `duration`, or less if shutdown is requested meanwhile; false if it was.
+pub fn sleep(duration: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + duration;
+    loop {
+        if requested() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let mut wake = libc::pollfd {
+            fd: wake_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd; interrupted or woken, the loop re-checks.
+        unsafe { libc::poll(&mut wake, 1, millis.max(1)) };
+    }
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     request();
 }
@@ -51,20 +72,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn install_signal_handlers() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     pipe();
-    let graceful = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let graceful = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: the handler only does async-signal-safe work (see `request`).
     unsafe {
-        for signal in [
-            Signal::SIGINT,
-            Signal::SIGQUIT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-        ] {
+        for signal in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP] {
             let _ = sigaction(signal, &graceful);
         }
         let _ = sigaction(Signal::SIGPIPE, &ignore);

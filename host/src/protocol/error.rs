@@ -87,19 +87,10 @@ mod tests {
     #[test]
     fn notsup_and_overflow_need_their_flags() {
         use consts::{CMD_FLAG_DF, CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA};
-        assert_eq!(
-            NbdError::NotSup.for_request_flags(CMD_FLAG_FUA),
-            NbdError::Inval
-        );
-        assert_eq!(
-            NbdError::NotSup.for_request_flags(CMD_FLAG_FAST_ZERO),
-            NbdError::NotSup
-        );
+        assert_eq!(NbdError::NotSup.for_request_flags(CMD_FLAG_FUA), NbdError::Inval);
+        assert_eq!(NbdError::NotSup.for_request_flags(CMD_FLAG_FAST_ZERO), NbdError::NotSup);
         assert_eq!(NbdError::Overflow.for_request_flags(0), NbdError::Inval);
-        assert_eq!(
-            NbdError::Overflow.for_request_flags(CMD_FLAG_DF),
-            NbdError::Overflow
-        );
+        assert_eq!(NbdError::Overflow.for_request_flags(CMD_FLAG_DF), NbdError::Overflow);
         assert_eq!(NbdError::Io.for_request_flags(0), NbdError::Io);
     }
 

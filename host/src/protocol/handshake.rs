@@ -6,9 +6,9 @@
 //! [`option_reply`]) or append to the caller's output buffer (whole messages).
 
 use super::consts::{
-    BASE_ALLOCATION, BASE_ALLOCATION_ID, BASE_NAMESPACE_QUERY, EXPORT_NAME_PADDING, IHAVEOPT,
-    INFO_BLOCK_SIZE, INFO_DESCRIPTION, INFO_EXPORT, INFO_NAME, LIST_CONTEXT_ID, MAX_OPTION_LEN,
-    MAX_STRING, NBDMAGIC, OLD_VERSION, REP_MAGIC,
+    BASE_ALLOCATION, BASE_ALLOCATION_ID, BASE_NAMESPACE_QUERY, EXPORT_NAME_PADDING, IHAVEOPT, INFO_BLOCK_SIZE,
+    INFO_DESCRIPTION, INFO_EXPORT, INFO_NAME, LIST_CONTEXT_ID, MAX_OPTION_LEN, MAX_STRING, NBDMAGIC, OLD_VERSION,
+    REP_MAGIC,
 };
 use super::wire::{concat, len_u32, u16_at, u32_at, u64_at, Cursor};
 use super::ProtocolError;
@@ -143,9 +143,7 @@ pub fn parse_info_request(payload: &[u8]) -> Result<InfoRequest<'_>, InvalidOpti
             "payload length does not match the number of info requests",
         ));
     }
-    let name = EXPORT_NAME_RULES
-        .check(&payload[4..count_at])
-        .map_err(InvalidOption)?;
+    let name = EXPORT_NAME_RULES.check(&payload[4..count_at]).map_err(InvalidOption)?;
     let info_types = payload[count_at + 2..]
         .chunks_exact(2)
         .map(|item| u16_at(item, 0))
@@ -183,9 +181,7 @@ pub fn parse_meta_request(payload: &[u8]) -> Result<MetaRequest<'_>, InvalidOpti
 /// NBD_OPT_EXPORT_NAME: the whole payload is the name; a bad one ends the connection
 /// because this option has no way to report errors.
 pub fn parse_export_name(payload: &[u8]) -> Result<&str, ProtocolError> {
-    EXPORT_NAME_RULES
-        .check(payload)
-        .map_err(ProtocolError::BadExportName)
+    EXPORT_NAME_RULES.check(payload).map_err(ProtocolError::BadExportName)
 }
 
 /// Append one fixed-newstyle option reply (magic, option, type, length, payload).
@@ -210,11 +206,7 @@ pub fn rep_server_payload(name: &str, description: Option<&str>) -> Vec<u8> {
 
 /// `REP_INFO` payload of `INFO_EXPORT`: size and transmission flags.
 pub fn info_export_payload(size: u64, eflags: u16) -> [u8; 12] {
-    concat(&[
-        &INFO_EXPORT.to_be_bytes(),
-        &size.to_be_bytes(),
-        &eflags.to_be_bytes(),
-    ])
+    concat(&[&INFO_EXPORT.to_be_bytes(), &size.to_be_bytes(), &eflags.to_be_bytes()])
 }
 
 /// `REP_INFO` payload of `INFO_NAME`: the canonical export name (may be empty).
@@ -280,11 +272,7 @@ pub fn match_meta_queries(queries: &[&str], set: bool) -> MetaMatch {
     };
     MetaMatch {
         replies,
-        context_id: if set {
-            BASE_ALLOCATION_ID
-        } else {
-            LIST_CONTEXT_ID
-        },
+        context_id: if set { BASE_ALLOCATION_ID } else { LIST_CONTEXT_ID },
         selects_base_allocation: set && replies > 0,
     }
 }
@@ -320,10 +308,7 @@ mod tests {
         // NO_ZEROES echoed although the handshake mask withheld it.
         assert_eq!(
             check_client_flags(3, 1),
-            Err(ProtocolError::UnknownClientFlags {
-                client: 3,
-                offered: 1
-            })
+            Err(ProtocolError::UnknownClientFlags { client: 3, offered: 1 })
         );
         assert!(check_client_flags(7, 3).is_err());
     }
@@ -345,10 +330,7 @@ mod tests {
     #[test]
     fn option_header_bad_magic() {
         // A transmission request sent during haggling.
-        let err = parse_option_header(
-            b"\x25\x60\x95\x13\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01",
-        )
-        .unwrap_err();
+        let err = parse_option_header(b"\x25\x60\x95\x13\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01").unwrap_err();
         assert_eq!(err, ProtocolError::BadOptionMagic(0x2560_9513_0000_0000));
     }
 
@@ -390,10 +372,7 @@ mod tests {
             (b"\x00\x00\x00\x00\x00", "shorter"),
             (b"\x00\x00\x00\x05disk\x00", "overruns"),
             (b"\xff\xff\xff\xff\x00\x00", "overruns"),
-            (
-                b"\x00\x00\x00\x04disk\x00\x01\x00\x01\xff",
-                "does not match",
-            ),
+            (b"\x00\x00\x00\x04disk\x00\x01\x00\x01\xff", "does not match"),
             (b"\x00\x00\x00\x04disk\x00\x02\x00\x01", "does not match"),
             (b"\x00\x00\x00\x04di\x00k\x00\x00", "NUL"),
         ];
@@ -401,8 +380,7 @@ mod tests {
             let InvalidOption(message) = parse_info_request(payload).unwrap_err();
             assert!(message.contains(reason), "{payload:?}: {message}");
         }
-        let InvalidOption(message) =
-            parse_info_request(b"\x00\x00\x00\x01\xff\x00\x00").unwrap_err();
+        let InvalidOption(message) = parse_info_request(b"\x00\x00\x00\x01\xff\x00\x00").unwrap_err();
         assert!(message.contains("UTF-8"), "{message}");
     }
 
@@ -421,8 +399,7 @@ mod tests {
 
     #[test]
     fn meta_request_good() {
-        let payload =
-            b"\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x0fbase:allocation\x00\x00\x00\x05qemu:";
+        let payload = b"\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x0fbase:allocation\x00\x00\x00\x05qemu:";
         let request = parse_meta_request(payload).unwrap();
         assert_eq!(
             request,
@@ -449,22 +426,13 @@ mod tests {
         let cases: [(&[u8], &str); 6] = [
             (b"\x00\x00\x00\x00\x00\x00\x00", "shorter"),
             (b"\x00\x00\x00\x09disk\x00\x00\x00", "overruns"),
-            (
-                b"\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01a",
-                "overruns",
-            ),
-            (
-                b"\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x05base",
-                "overruns",
-            ),
+            (b"\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01a", "overruns"),
+            (b"\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x05base", "overruns"),
             (
                 b"\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02a\x00",
                 "query contains a NUL",
             ),
-            (
-                b"\x00\x00\x00\x02a\x00\x00\x00\x00\x00",
-                "export name contains a NUL",
-            ),
+            (b"\x00\x00\x00\x02a\x00\x00\x00\x00\x00", "export name contains a NUL"),
         ];
         for (payload, reason) in cases {
             let InvalidOption(message) = parse_meta_request(payload).unwrap_err();
@@ -474,8 +442,7 @@ mod tests {
 
     #[test]
     fn meta_request_hostile_count_does_not_preallocate() {
-        let InvalidOption(message) =
-            parse_meta_request(b"\x00\x00\x00\x00\xff\xff\xff\xff").unwrap_err();
+        let InvalidOption(message) = parse_meta_request(b"\x00\x00\x00\x00\xff\xff\xff\xff").unwrap_err();
         assert!(message.contains("overruns"));
     }
 
@@ -563,10 +530,7 @@ mod tests {
         assert_eq!(list(&["base:"]), listed(1));
         assert_eq!(list(&["base:allocation"]), listed(1));
         assert_eq!(list(&["base:allocation", "base:"]), listed(2));
-        assert_eq!(
-            list(&["qemu:dirty-bitmap:x", "base:foo", "base"]),
-            listed(0)
-        );
+        assert_eq!(list(&["qemu:dirty-bitmap:x", "base:foo", "base"]), listed(0));
         assert_eq!(
             set(&[]),
             MetaMatch {

@@ -6,10 +6,9 @@
 //! request; read data and write payloads travel separately and are the caller's business.
 
 use super::consts::{
-    CMD_BLOCK_STATUS, CMD_CACHE, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE,
-    CMD_WRITE_ZEROES, MAX_EXTENTS, MAX_WRITE_DRAIN, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS,
-    REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE,
-    STATE_ZERO, STRUCTURED_REPLY_MAGIC,
+    CMD_BLOCK_STATUS, CMD_CACHE, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, MAX_EXTENTS,
+    MAX_WRITE_DRAIN, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REQUEST_MAGIC,
+    SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC,
 };
 use super::wire::{concat, len_u32, u16_at, u32_at, u64_at};
 use super::{NbdError, ProtocolError};
@@ -78,9 +77,7 @@ impl Request {
     /// connection.
     pub fn payload_len(&self) -> Result<u32, ProtocolError> {
         match self.command {
-            Command::Write if self.count > MAX_WRITE_DRAIN => {
-                Err(ProtocolError::WriteTooLarge(self.count))
-            }
+            Command::Write if self.count > MAX_WRITE_DRAIN => Err(ProtocolError::WriteTooLarge(self.count)),
             Command::Write => Ok(self.count),
             _ => Ok(0),
         }
@@ -118,12 +115,7 @@ pub fn simple_reply(cookie: u64, error: Option<NbdError>) -> [u8; SIMPLE_REPLY_L
 pub const CHUNK_HEADER_LEN: usize = 20;
 
 /// Header of one structured reply chunk whose payload is `length` bytes.
-pub fn chunk_header(
-    cookie: u64,
-    flags: u16,
-    chunk_type: u16,
-    length: u32,
-) -> [u8; CHUNK_HEADER_LEN] {
+pub fn chunk_header(cookie: u64, flags: u16, chunk_type: u16, length: u32) -> [u8; CHUNK_HEADER_LEN] {
     concat(&[
         &STRUCTURED_REPLY_MAGIC.to_be_bytes(),
         &flags.to_be_bytes(),
@@ -137,12 +129,7 @@ pub fn chunk_header(
 /// successful READ of `data_len` bytes at `offset`; the data follows. `data_len` is at most
 /// `MAX_REQUEST_SIZE`, so the payload length (data plus offset) cannot overflow.
 pub fn read_chunk_header(cookie: u64, offset: u64, data_len: u32) -> [u8; 28] {
-    let header = chunk_header(
-        cookie,
-        REPLY_FLAG_DONE,
-        REPLY_TYPE_OFFSET_DATA,
-        8 + data_len,
-    );
+    let header = chunk_header(cookie, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 8 + data_len);
     concat(&[&header, &offset.to_be_bytes()])
 }
 
@@ -153,20 +140,10 @@ pub fn error_chunk(cookie: u64, error: NbdError) -> [u8; 26] {
 }
 
 /// A BLOCK_STATUS chunk (DONE) for context id with (length, flags) descriptors, appended to out.
-pub fn block_status_chunk(
-    out: &mut Vec<u8>,
-    cookie: u64,
-    context_id: u32,
-    descriptors: &[(u32, u32)],
-) {
+pub fn block_status_chunk(out: &mut Vec<u8>, cookie: u64, context_id: u32, descriptors: &[(u32, u32)]) {
     let length = len_u32(4 + 8 * descriptors.len());
     out.reserve(CHUNK_HEADER_LEN + length as usize);
-    out.extend_from_slice(&chunk_header(
-        cookie,
-        REPLY_FLAG_DONE,
-        REPLY_TYPE_BLOCK_STATUS,
-        length,
-    ));
+    out.extend_from_slice(&chunk_header(cookie, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, length));
     out.extend_from_slice(&context_id.to_be_bytes());
     for (len, flags) in descriptors {
         out.extend_from_slice(&len.to_be_bytes());
@@ -218,11 +195,7 @@ pub fn extents_to_descriptors(
 }
 
 /// First pass of [`extents_to_descriptors`]: `(length, flags)` runs starting at `offset`.
-fn merged_runs(
-    offset: u64,
-    export_size: u64,
-    extents: &[(u64, u64, u32)],
-) -> Result<Vec<(u64, u32)>, &'static str> {
+fn merged_runs(offset: u64, export_size: u64, extents: &[(u64, u64, u32)]) -> Result<Vec<(u64, u32)>, &'static str> {
     let mut runs: Vec<(u64, u32)> = Vec::new();
     let mut expected_start = None;
     for &(start, len, flags) in extents {
@@ -287,10 +260,7 @@ mod tests {
     fn request_bad_magic() {
         let header = b"\x25\x60\x95\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
                        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
-        assert_eq!(
-            parse_request(header),
-            Err(ProtocolError::BadRequestMagic(0x2560_9514))
-        );
+        assert_eq!(parse_request(header), Err(ProtocolError::BadRequestMagic(0x2560_9514)));
     }
 
     #[test]
@@ -396,13 +366,7 @@ mod tests {
 
     #[test]
     fn extents_trimmed_to_offset_and_export() {
-        let extents = [
-            (0, 0, 0),
-            (0, 512, 3),
-            (512, 1024, 0),
-            (1536, 4096, 2),
-            (5632, 512, 1),
-        ];
+        let extents = [(0, 0, 0), (0, 512, 3), (512, 1024, 0), (1536, 4096, 2), (5632, 512, 1)];
         // Wholly-before extent dropped, first kept trimmed, tail clipped to the export.
         assert_eq!(
             extents_to_descriptors(1024, 1024, 3000, false, &extents),

@@ -2,9 +2,9 @@
 //! gets the same error value nbdkit would send.
 
 use super::consts::{
-    CMD_FLAG_DF, CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE,
-    FLAG_READ_ONLY, FLAG_SEND_CACHE, FLAG_SEND_DF, FLAG_SEND_FAST_ZERO, FLAG_SEND_FLUSH,
-    FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, MAX_REQUEST_SIZE,
+    CMD_FLAG_DF, CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE, FLAG_READ_ONLY, FLAG_SEND_CACHE,
+    FLAG_SEND_DF, FLAG_SEND_FAST_ZERO, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES,
+    MAX_REQUEST_SIZE,
 };
 use super::transmission::{Command, Request};
 use super::NbdError;
@@ -27,8 +27,7 @@ impl ExportState {
 }
 
 /// The command flags nbdkit knows; any other bit is refused.
-const KNOWN_FLAGS: u16 =
-    CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE | CMD_FLAG_FAST_ZERO;
+const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE | CMD_FLAG_FAST_ZERO;
 
 /// Checks `req` against `export`, first failure wins:
 /// 1. write-class command on a read-only export ⇒ `Perm` (before the range check);
@@ -57,11 +56,7 @@ pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {
             if !in_range {
                 // Writes report running out of space, everything else a bad argument.
                 let writes_data = matches!(command, Write | WriteZeroes);
-                return Err(if writes_data {
-                    NbdError::NoSpc
-                } else {
-                    NbdError::Inval
-                });
+                return Err(if writes_data { NbdError::NoSpc } else { NbdError::Inval });
             }
         }
         Flush if req.offset != 0 || req.count != 0 => return Err(NbdError::Inval),
@@ -72,10 +67,8 @@ pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {
     let flag = |bit: u16| req.flags & bit != 0;
     let bad_flags = req.flags & !KNOWN_FLAGS != 0
         || (flag(CMD_FLAG_NO_HOLE) && command != WriteZeroes)
-        || (flag(CMD_FLAG_FAST_ZERO)
-            && (command != WriteZeroes || !export.advertises(FLAG_SEND_FAST_ZERO)))
-        || (flag(CMD_FLAG_DF)
-            && (command != Read || !export.structured_replies || !export.advertises(FLAG_SEND_DF)))
+        || (flag(CMD_FLAG_FAST_ZERO) && (command != WriteZeroes || !export.advertises(FLAG_SEND_FAST_ZERO)))
+        || (flag(CMD_FLAG_DF) && (command != Read || !export.structured_replies || !export.advertises(FLAG_SEND_DF)))
         || (flag(CMD_FLAG_REQ_ONE) && command != BlockStatus)
         || (flag(CMD_FLAG_FUA) && !export.advertises(FLAG_SEND_FUA));
     if bad_flags {
@@ -137,10 +130,7 @@ mod tests {
     fn memory_eflags_are_what_the_table_assumes() {
         assert_eq!(ALL & FLAG_READ_ONLY, 0);
         assert_ne!(READ_ONLY & FLAG_READ_ONLY, 0);
-        assert_eq!(
-            READ_ONLY & (FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES | FLAG_SEND_FUA),
-            0
-        );
+        assert_eq!(READ_ONLY & (FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES | FLAG_SEND_FUA), 0);
         assert_ne!(READ_ONLY & FLAG_SEND_CACHE, 0);
     }
 

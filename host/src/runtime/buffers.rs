@@ -43,6 +43,7 @@ impl RawBuf {
 }
 
 /// The buffers of the call in progress.
+#[derive(Clone, Copy)]
 pub(crate) struct RequestBuffers {
     read: RawBuf,
     write: RawBuf,
@@ -101,9 +102,7 @@ impl HostReadBuf for LayerCtx {
         Ok(self.buffers.read.len as u32)
     }
     fn write(&mut self, _: Resource<ReadBuf>, at: u32, data: Vec<u8>) -> Result<()> {
-        self.buffers
-            .read_slice(at, data.len())?
-            .copy_from_slice(&data);
+        self.buffers.read_slice(at, data.len())?.copy_from_slice(&data);
         Ok(())
     }
     fn zero(&mut self, _: Resource<ReadBuf>, at: u32, count: u32) -> Result<()> {

@@ -50,12 +50,7 @@ pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
     } else {
         match open(true) {
             Ok(f) => (f, true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
-                ) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM)) => {
                 (open(false)?, false)
             }
             Err(e) => return Err(e),
@@ -63,10 +58,7 @@ pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
     };
     let kind = file.metadata()?.file_type();
     if kind.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "is a directory (use dir=)",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory (use dir=)"));
     }
     if !kind.is_file() && !kind.is_block_device() {
         return Err(io::Error::new(
@@ -81,10 +73,7 @@ pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
 pub fn open_directory(path: &Path, readonly: bool) -> io::Result<Grant> {
     let path = std::fs::canonicalize(path)?;
     if !path.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a directory",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
     }
     Ok(Grant::Directory {
         path,
@@ -146,10 +135,7 @@ impl LayerCtx {
         Ok((f.file.clone(), f.writable))
     }
 
-    fn writable_file(
-        &self,
-        file: &Resource<GrantedFile>,
-    ) -> Result<std::result::Result<Arc<File>, GuestError>> {
+    fn writable_file(&self, file: &Resource<GrantedFile>) -> Result<std::result::Result<Arc<File>, GuestError>> {
         let (f, writable) = self.granted_file(file)?;
         Ok(if writable {
             Ok(f)
@@ -158,34 +144,16 @@ impl LayerCtx {
         })
     }
 
-    fn fallocate(
-        &self,
-        file: &Resource<GrantedFile>,
-        mode: libc::c_int,
-        count: u64,
-        offset: u64,
-    ) -> GuestResult<()> {
+    fn fallocate(&self, file: &Resource<GrantedFile>, mode: libc::c_int, count: u64, offset: u64) -> GuestResult<()> {
         let f = match self.writable_file(file)? {
             Ok(f) => f,
             Err(e) => return Ok(Err(e)),
         };
-        let ret = unsafe {
-            libc::fallocate(
-                f.as_raw_fd(),
-                mode,
-                offset as libc::off_t,
-                count as libc::off_t,
-            )
-        };
+        let ret = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as libc::off_t, count as libc::off_t) };
         Ok(check(ret).map_err(guest_error))
     }
 
-    fn seek(
-        &self,
-        file: &Resource<GrantedFile>,
-        offset: u64,
-        whence: libc::c_int,
-    ) -> Result<io::Result<u64>> {
+    fn seek(&self, file: &Resource<GrantedFile>, offset: u64, whence: libc::c_int) -> Result<io::Result<u64>> {
         let (f, _) = self.granted_file(file)?;
         let ret = unsafe { libc::lseek(f.as_raw_fd(), offset as libc::off_t, whence) };
         Ok(if ret < 0 {
@@ -282,25 +250,13 @@ impl HostFile for LayerCtx {
         Ok(f.write_all_at(buf, offset).map_err(guest_error))
     }
 
-    fn read(
-        &mut self,
-        file: Resource<GrantedFile>,
-        count: u32,
-        offset: u64,
-    ) -> GuestResult<Vec<u8>> {
+    fn read(&mut self, file: Resource<GrantedFile>, count: u32, offset: u64) -> GuestResult<Vec<u8>> {
         let (f, _) = self.granted_file(&file)?;
         let mut buf = vec![0; count as usize];
-        Ok(f.read_exact_at(&mut buf, offset)
-            .map(|()| buf)
-            .map_err(guest_error))
+        Ok(f.read_exact_at(&mut buf, offset).map(|()| buf).map_err(guest_error))
     }
 
-    fn write(
-        &mut self,
-        file: Resource<GrantedFile>,
-        data: Vec<u8>,
-        offset: u64,
-    ) -> GuestResult<()> {
+    fn write(&mut self, file: Resource<GrantedFile>, data: Vec<u8>, offset: u64) -> GuestResult<()> {
         Ok(match self.writable_file(&file)? {
             Ok(f) => f.write_all_at(&data, offset).map_err(guest_error),
             Err(e) => Err(e),
@@ -312,12 +268,7 @@ impl HostFile for LayerCtx {
         Ok(f.sync_data().map_err(guest_error))
     }
 
-    fn punch_hole(
-        &mut self,
-        file: Resource<GrantedFile>,
-        count: u64,
-        offset: u64,
-    ) -> GuestResult<()> {
+    fn punch_hole(&mut self, file: Resource<GrantedFile>, count: u64, offset: u64) -> GuestResult<()> {
         self.fallocate(
             &file,
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
@@ -326,12 +277,7 @@ impl HostFile for LayerCtx {
         )
     }
 
-    fn zero_range(
-        &mut self,
-        file: Resource<GrantedFile>,
-        count: u64,
-        offset: u64,
-    ) -> GuestResult<()> {
+    fn zero_range(&mut self, file: Resource<GrantedFile>, count: u64, offset: u64) -> GuestResult<()> {
         self.fallocate(
             &file,
             libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
@@ -350,18 +296,10 @@ impl HostFile for LayerCtx {
     }
 
     fn next_hole(&mut self, file: Resource<GrantedFile>, offset: u64) -> GuestResult<u64> {
-        Ok(self
-            .seek(&file, offset, libc::SEEK_HOLE)?
-            .map_err(guest_error))
+        Ok(self.seek(&file, offset, libc::SEEK_HOLE)?.map_err(guest_error))
     }
 
-    fn advise(
-        &mut self,
-        file: Resource<GrantedFile>,
-        advice: Advice,
-        count: u64,
-        offset: u64,
-    ) -> Result<()> {
+    fn advise(&mut self, file: Resource<GrantedFile>, advice: Advice, count: u64, offset: u64) -> Result<()> {
         let (f, _) = self.granted_file(&file)?;
         let advice = match advice {
             Advice::Normal => libc::POSIX_FADV_NORMAL,
@@ -371,14 +309,7 @@ impl HostFile for LayerCtx {
             Advice::DontNeed => libc::POSIX_FADV_DONTNEED,
         };
         // Advisory: a failure changes nothing the guest could act on.
-        unsafe {
-            libc::posix_fadvise(
-                f.as_raw_fd(),
-                offset as libc::off_t,
-                count as libc::off_t,
-                advice,
-            )
-        };
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), offset as libc::off_t, count as libc::off_t, advice) };
         Ok(())
     }
 
@@ -399,10 +330,7 @@ impl HostDirectory for LayerCtx {
         let listing = std::fs::read_dir(&path).map(|entries| {
             let mut names: Vec<String> = entries
                 .filter_map(|e| e.ok())
-                .filter(|e| {
-                    std::fs::metadata(e.path())
-                        .is_ok_and(|m| m.is_file() || m.file_type().is_block_device())
-                })
+                .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() || m.file_type().is_block_device()))
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect();
             names.sort();
@@ -425,11 +353,10 @@ impl HostDirectory for LayerCtx {
             )));
         }
         let (path, dir_writable) = (granted.path.join(&name), granted.writable);
-        let opened =
-            open_file(&path, !(writable && dir_writable)).map(|(file, writable)| GrantedFile {
-                file: Arc::new(file),
-                writable,
-            });
+        let opened = open_file(&path, !(writable && dir_writable)).map(|(file, writable)| GrantedFile {
+            file: Arc::new(file),
+            writable,
+        });
         Ok(match opened {
             Ok(file) => Ok(self.table.push(file)?),
             Err(e) => Err(guest_error(e)),

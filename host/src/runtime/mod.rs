@@ -6,9 +6,11 @@
 
 pub mod bindings;
 pub mod buffers;
+pub mod component;
 pub mod engine;
 pub mod grants;
-pub mod plugin;
+pub mod next;
+pub mod stack;
 pub mod store;
 
 use std::path::Path;
@@ -17,16 +19,17 @@ use wasmtime::error::Context as _;
 use wasmtime::Engine;
 use wasmtime::{bail, Result};
 
-pub use plugin::{CallError, Instance, InstanceSlot, Limits, PluginComponent};
+pub use component::{CallError, Instance, LayerComponent, Limits, Role};
+pub use stack::{InstanceSlot, Stack};
 pub use store::LayerCtx;
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
-/// Names of the built-in plugins, for help and error messages.
-pub fn builtin_names() -> impl Iterator<Item = &'static str> {
-    builtin::BUILTINS.iter().map(|(name, _)| *name)
+/// Names of the built-in plugins and filters, for help and error messages.
+pub fn builtin_names() -> (&'static [&'static str], &'static [&'static str]) {
+    (builtin::PLUGINS, builtin::FILTERS)
 }
 
 /// The engine and linker shared by every component of the process.
@@ -38,24 +41,30 @@ pub struct Runtime {
 impl Runtime {
     pub fn new() -> Result<Runtime> {
         let engine = engine::new_engine()?;
-        let linker = plugin::new_linker(&engine)?;
+        let linker = component::new_linker(&engine)?;
         Ok(Runtime { engine, linker })
     }
 
-    /// Load a plugin by built-in name, or from a `.wasm` path (anything with a `/` or `.`,
-    /// as nbdkit tells short names from paths).
-    pub fn load_plugin(&self, spec: &str, limits: Limits) -> Result<PluginComponent> {
-        let is_path = spec.contains('/') || spec.contains('.');
-        let wasm: std::borrow::Cow<[u8]> = if is_path {
+    /// Load a plugin or filter by built-in name, or from a `.wasm` path (anything with a `/`
+    /// or `.`, as nbdkit tells short names from paths).
+    pub fn load(&self, spec: &str, role: Role, limits: Limits) -> Result<LayerComponent> {
+        let (what, known) = match role {
+            Role::Plugin => ("plugin", builtin::PLUGINS),
+            Role::Filter => ("filter", builtin::FILTERS),
+        };
+        let wasm: std::borrow::Cow<[u8]> = if spec.contains('/') || spec.contains('.') {
             std::fs::read(Path::new(spec))
-                .with_context(|| format!("cannot open plugin '{spec}'"))?
+                .with_context(|| format!("cannot open {what} '{spec}'"))?
                 .into()
-        } else if let Some((_, bytes)) = builtin::BUILTINS.iter().find(|(name, _)| *name == spec) {
+        } else if known.contains(&spec) {
+            let (_, bytes) = builtin::BUILTINS
+                .iter()
+                .find(|(name, _)| *name == spec)
+                .expect("every built-in is embedded");
             (*bytes).into()
         } else {
-            let known: Vec<&str> = builtin_names().collect();
-            bail!("unknown plugin '{spec}': built-in plugins are {}; a third-party plugin is given as a path to its .wasm file", known.join(", "));
+            bail!("unknown {what} '{spec}': built-in {what}s are {}; a third-party {what} is given as a path to its .wasm file", known.join(", "));
         };
-        PluginComponent::load(&self.engine, &self.linker, spec, &wasm, limits)
+        LayerComponent::load(&self.engine, &self.linker, spec, &wasm, role, limits)
     }
 }

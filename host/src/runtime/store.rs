@@ -2,9 +2,12 @@
 
 use super::bindings::nbdbox::plugin::host::{Host, LogLevel};
 use super::buffers::RequestBuffers;
+use super::component::{add_slept, Instance};
 use super::grants::Grants;
 use crate::log;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime::{Result, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,10 +23,22 @@ pub struct LayerCtx {
     memory_limit: u64,
     pub(crate) grants: Arc<Grants>,
     pub(crate) buffers: RequestBuffers,
+    /// The layer below, for a filter.
+    pub(crate) next: Option<Box<Instance>>,
+    /// Epoch ticks the whole stack has spent in `host.sleep`, and how many of them this
+    /// store has already been credited with.
+    slept: Arc<AtomicU64>,
+    credited: u64,
 }
 
 impl LayerCtx {
-    pub fn new(name: Arc<str>, memory_limit: u64, grants: Arc<Grants>) -> LayerCtx {
+    pub fn new(
+        name: Arc<str>,
+        memory_limit: u64,
+        grants: Arc<Grants>,
+        next: Option<Box<Instance>>,
+        slept: Arc<AtomicU64>,
+    ) -> LayerCtx {
         // No preopens, environment, arguments or network: WASI here is only the plumbing a
         // Rust guest's std needs, plus stderr for panics.
         let wasi = WasiCtx::builder().inherit_stderr().build();
@@ -36,6 +51,7 @@ impl LayerCtx {
             // into ENOSPC; infallible ones still abort, which traps.
             .trap_on_grow_failure(false)
             .build();
+        let credited = slept.load(Ordering::Relaxed);
         LayerCtx {
             name,
             wasi,
@@ -44,7 +60,23 @@ impl LayerCtx {
             memory_limit,
             grants,
             buffers: RequestBuffers::default(),
+            next,
+            slept,
+            credited,
         }
+    }
+
+    /// A call begins: sleep before it does not extend its deadline.
+    pub(crate) fn start_call(&mut self) {
+        self.credited = self.slept.load(Ordering::Relaxed);
+    }
+
+    /// Ticks slept since the deadline was last set or extended: how far to extend it.
+    pub(crate) fn take_sleep_credit(&mut self) -> u64 {
+        let slept = self.slept.load(Ordering::Relaxed);
+        let credit = slept.saturating_sub(self.credited);
+        self.credited = slept;
+        credit
     }
 }
 
@@ -113,6 +145,12 @@ impl Host for LayerCtx {
     fn shutdown(&mut self) -> Result<()> {
         crate::lifecycle::shutdown::request();
         Ok(())
+    }
+    fn sleep(&mut self, nanoseconds: u64) -> Result<bool> {
+        let duration = Duration::from_nanos(nanoseconds);
+        let completed = crate::lifecycle::shutdown::sleep(duration);
+        add_slept(&self.slept, duration);
+        Ok(completed)
     }
 }
 

@@ -122,11 +122,7 @@ pub fn negotiate(
                     None
                 }
                 OPT_STRUCTURED_REPLY if config.no_structured_replies => {
-                    h.error(
-                        option,
-                        REP_ERR_UNSUP,
-                        "structured replies are disabled (--no-sr)",
-                    );
+                    h.error(option, REP_ERR_UNSUP, "structured replies are disabled (--no-sr)");
                     None
                 }
                 OPT_STRUCTURED_REPLY => {
@@ -175,8 +171,7 @@ impl Haggle<'_> {
         match self.config.chain.list_exports(self.config.readonly) {
             Ok(exports) => {
                 for export in &exports {
-                    let payload =
-                        codec::rep_server_payload(&export.name, export.description.as_deref());
+                    let payload = codec::rep_server_payload(&export.name, export.description.as_deref());
                     codec::option_reply(&mut self.out, option, REP_SERVER, &payload);
                 }
                 self.options_left += MAX_OPTIONS * exports.len();
@@ -203,17 +198,13 @@ impl Haggle<'_> {
                 return None;
             }
         };
-        let export =
-            codec::info_export_payload(context.size, context.eflags(self.structured_replies));
+        let export = codec::info_export_payload(context.size, context.eflags(self.structured_replies));
         codec::option_reply(&mut self.out, option, REP_INFO, &export);
         for &info in &request.info_types {
             match info {
-                INFO_NAME => codec::option_reply(
-                    &mut self.out,
-                    option,
-                    REP_INFO,
-                    &codec::info_name_payload(request.name),
-                ),
+                INFO_NAME => {
+                    codec::option_reply(&mut self.out, option, REP_INFO, &codec::info_name_payload(request.name))
+                }
                 INFO_DESCRIPTION => {
                     if let Some(description) = context.export_description() {
                         codec::option_reply(
@@ -226,8 +217,7 @@ impl Haggle<'_> {
                 }
                 INFO_BLOCK_SIZE => {
                     if let Some(b) = context.block_size {
-                        let payload =
-                            codec::info_block_size_payload(b.minimum, b.preferred, b.maximum);
+                        let payload = codec::info_block_size_payload(b.minimum, b.preferred, b.maximum);
                         codec::option_reply(&mut self.out, option, REP_INFO, &payload);
                     }
                 }

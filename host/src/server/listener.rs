@@ -71,8 +71,7 @@ pub fn bind_unix(path: &Path) -> Result<Listener> {
     match UnixListener::bind(path) {
         Ok(l) => Ok(Listener::Unix(l)),
         Err(e) if e.kind() == ErrorKind::AddrInUse && is_stale_socket(path) => {
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
+            std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
             Ok(Listener::Unix(
                 UnixListener::bind(path).with_context(|| format!("-U: {}", path.display()))?,
             ))
@@ -85,12 +84,9 @@ pub fn bind_unix(path: &Path) -> Result<Listener> {
 pub fn from_activated_fd(fd: RawFd) -> Result<Listener> {
     use nix::sys::socket::{getsockname, SockaddrLike, SockaddrStorage};
     use std::os::fd::{FromRawFd, OwnedFd};
-    let address = getsockname::<SockaddrStorage>(fd)
-        .map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
+    let address =
+        getsockname::<SockaddrStorage>(fd).map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     // SAFETY: the activator handed this descriptor to us; nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(match address.family() {
@@ -101,8 +97,7 @@ pub fn from_activated_fd(fd: RawFd) -> Result<Listener> {
 
 fn is_stale_socket(path: &Path) -> bool {
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    is_socket
-        && matches!(UnixStream::connect(path), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+    is_socket && matches!(UnixStream::connect(path), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
 }
 
 /// Open connections, so the shutdown path can let idle clients go.
@@ -172,12 +167,7 @@ pub fn accept_loop(listeners: Vec<Listener>, config: Arc<ServerConfig>) {
         }
         for (listener, pfd) in listeners.iter().zip(&fds) {
             if pfd.revents & libc::POLLIN != 0 {
-                accept_one(
-                    listener,
-                    &config,
-                    &connections,
-                    next_id.fetch_add(1, Ordering::Relaxed),
-                );
+                accept_one(listener, &config, &connections, next_id.fetch_add(1, Ordering::Relaxed));
             }
         }
     }
@@ -188,12 +178,7 @@ pub fn accept_loop(listeners: Vec<Listener>, config: Arc<ServerConfig>) {
     }
 }
 
-fn accept_one(
-    listener: &Listener,
-    config: &Arc<ServerConfig>,
-    connections: &Arc<Connections>,
-    id: u64,
-) {
+fn accept_one(listener: &Listener, config: &Arc<ServerConfig>, connections: &Arc<Connections>, id: u64) {
     let accepted = match listener {
         Listener::Tcp(l) => l.accept().map(|(s, _)| {
             // Small replies must not wait for Nagle.
@@ -208,22 +193,20 @@ fn accept_one(
     };
     connections.add(id, fd);
     let (config, connections) = (config.clone(), connections.clone());
-    let spawned = std::thread::Builder::new()
-        .name(format!("conn-{id}"))
-        .spawn(move || {
-            log::debug!("connection {id}: accepted");
-            match stream.split() {
-                Ok((mut reader, mut writer)) => {
-                    serve(&config, &mut reader, &mut writer, id);
-                    // Deregister while the socket is still open (see `Connections::remove`).
-                    connections.remove(id);
-                }
-                Err(e) => {
-                    log::debug!("connection {id}: {e}");
-                    connections.remove(id);
-                }
+    let spawned = std::thread::Builder::new().name(format!("conn-{id}")).spawn(move || {
+        log::debug!("connection {id}: accepted");
+        match stream.split() {
+            Ok((mut reader, mut writer)) => {
+                serve(&config, &mut reader, &mut writer, id);
+                // Deregister while the socket is still open (see `Connections::remove`).
+                connections.remove(id);
             }
-        });
+            Err(e) => {
+                log::debug!("connection {id}: {e}");
+                connections.remove(id);
+            }
+        }
+    });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for connection {id}: {e}");
     }

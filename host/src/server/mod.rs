@@ -26,12 +26,7 @@ pub struct ServerConfig {
 }
 
 /// Serve one client from handshake to disconnect. Errors end only this connection.
-pub fn serve<R: Read + Send, W: Write + Send>(
-    config: &ServerConfig,
-    mut reader: R,
-    mut writer: W,
-    id: u64,
-) {
+pub fn serve<R: Read + Send, W: Write + Send>(config: &ServerConfig, mut reader: R, mut writer: W, id: u64) {
     match handshake::negotiate(config, &mut reader, &mut writer) {
         Ok(Some(negotiated)) => transmission::run(config, negotiated, reader, writer, id),
         Ok(None) => log::debug!("connection {id}: ended during option haggling"),

@@ -109,10 +109,7 @@ impl<R: Read, W: Write> Connection<R, W> {
 
     /// Read the next request (and a WRITE's payload into `buf`), validated. None once the
     /// connection is closing.
-    fn next_request(
-        &self,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
+    fn next_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if self.closing.load(Ordering::Relaxed) {
             return Ok(None);
@@ -163,22 +160,14 @@ impl<R: Read, W: Write> Connection<R, W> {
                 }
                 ctx.pread(&mut buf[..count], offset).map(|()| Outcome::Data)
             }
-            Command::Write => ctx
-                .pwrite(&buf[..count as usize], offset, fua)
-                .map(|()| Outcome::Done),
+            Command::Write => ctx.pwrite(&buf[..count as usize], offset, fua).map(|()| Outcome::Done),
             Command::Flush => ctx.flush().map(|()| Outcome::Done),
             Command::Trim => ctx.trim(count, offset, fua).map(|()| Outcome::Done),
             Command::Cache => ctx.cache(count, offset).map(|()| Outcome::Done),
             Command::WriteZeroes => {
                 let may_trim = flags & CMD_FLAG_NO_HOLE == 0;
-                ctx.zero(
-                    count,
-                    offset,
-                    may_trim,
-                    fua,
-                    flags & CMD_FLAG_FAST_ZERO != 0,
-                )
-                .map(|()| Outcome::Done)
+                ctx.zero(count, offset, may_trim, fua, flags & CMD_FLAG_FAST_ZERO != 0)
+                    .map(|()| Outcome::Done)
             }
             Command::BlockStatus => block_status(ctx, request).map(Outcome::BlockStatus),
             // Validation refuses every other command before it gets here.
@@ -187,12 +176,7 @@ impl<R: Read, W: Write> Connection<R, W> {
     }
 
     /// Send the reply, whole, under the write lock: nbdkit's reply shapes (doc §2.12).
-    fn reply(
-        &self,
-        request: &Request,
-        result: Result<Outcome, NbdError>,
-        buf: &[u8],
-    ) -> io::Result<()> {
+    fn reply(&self, request: &Request, result: Result<Outcome, NbdError>, buf: &[u8]) -> io::Result<()> {
         let cookie = request.cookie;
         let structured = self.export.structured_replies;
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,10 +187,7 @@ impl<R: Read, W: Write> Connection<R, W> {
                 if structured {
                     write_all_vectored(
                         &mut *writer,
-                        &[
-                            &codec::read_chunk_header(cookie, request.offset, request.count),
-                            data,
-                        ],
+                        &[&codec::read_chunk_header(cookie, request.offset, request.count), data],
                     )
                 } else {
                     write_all_vectored(&mut *writer, &[&codec::simple_reply(cookie, None), data])
@@ -232,11 +213,10 @@ fn block_status(ctx: &Context, request: &Request) -> Result<Vec<(u32, u32)>, Nbd
         .iter()
         .map(|e| (e.offset, e.length, extent_bits(e.flags)))
         .collect();
-    codec::extents_to_descriptors(request.offset, request.count, ctx.size, req_one, &extents)
-        .map_err(|why| {
-            log::error!("{}: extents: {why}", ctx.plugin_name());
-            NbdError::Inval
-        })
+    codec::extents_to_descriptors(request.offset, request.count, ctx.size, req_one, &extents).map_err(|why| {
+        log::error!("{}: extents: {why}", ctx.plugin_name());
+        NbdError::Inval
+    })
 }
 
 fn extent_bits(flags: crate::runtime::bindings::ExtentFlags) -> u32 {

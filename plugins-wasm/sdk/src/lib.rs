@@ -40,32 +40,28 @@ pub mod bindings {
 pub use bindings::export_plugin;
 pub use bindings::nbdbox::plugin::buffers::{ReadBuf, WriteBuf};
 pub use bindings::nbdbox::plugin::types::{
-    BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKey, ConfigKind, Errno, Error, Export,
-    Extent, ExtentFlags, FuaMode, PluginInfo, ThreadModel, ZeroMode,
+    BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKey, ConfigKind, Errno, Error, Export, Extent, ExtentFlags,
+    FuaMode, PluginInfo, ThreadModel, ZeroMode,
 };
 
 /// What the component exports: the traits a plugin implements and the connection handle.
 pub mod plugin {
-    pub use crate::bindings::exports::nbdbox::plugin::plugin::{
-        Connection, ConnectionBorrow, Guest, GuestConnection,
-    };
+    pub use crate::bindings::exports::nbdbox::plugin::plugin::{Connection, ConnectionBorrow, Guest, GuestConnection};
 }
 
 /// Files and directories the host opened for config keys of kind `file` / `directory`.
 pub mod grants {
-    pub use crate::bindings::nbdbox::plugin::grants::{
-        open_directory, open_file, Advice, Directory, File,
-    };
+    pub use crate::bindings::nbdbox::plugin::grants::{open_directory, open_file, Advice, Directory, File};
 }
 
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
-        log, memory_limit, parse_bool, parse_size, shutdown, LogLevel,
+        log, memory_limit, parse_bool, parse_size, shutdown, sleep, LogLevel,
     };
 }
 
-pub use host::{memory_limit, shutdown, LogLevel};
+pub use host::{memory_limit, shutdown, sleep, LogLevel};
 
 /// Result with the WIT [`Error`] as the default error type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -80,10 +76,7 @@ pub fn error(errno: Errno, message: impl Into<String>) -> Error {
 
 /// An error without a message.
 pub fn errno(errno: Errno) -> Error {
-    Error {
-        errno,
-        message: None,
-    }
+    Error { errno, message: None }
 }
 
 /// The error for a config key the plugin does not know (EINVAL, names the key).
@@ -127,22 +120,12 @@ pub fn log_error(message: &str) {
 
 /// nbdkit_parse_size for config key `key`; the error reads "KEY: cannot parse 'VALUE': WHY".
 pub fn parse_size(key: &str, value: &str) -> Result<u64> {
-    host::parse_size(value).map_err(|why| {
-        error(
-            Errno::Einval,
-            format!("{key}: cannot parse '{value}': {why}"),
-        )
-    })
+    host::parse_size(value).map_err(|why| error(Errno::Einval, format!("{key}: cannot parse '{value}': {why}")))
 }
 
 /// nbdkit_parse_bool for config key `key`; the error names the key like [`parse_size`].
 pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    host::parse_bool(value).map_err(|why| {
-        error(
-            Errno::Einval,
-            format!("{key}: cannot parse '{value}': {why}"),
-        )
-    })
+    host::parse_bool(value).map_err(|why| error(Errno::Einval, format!("{key}: cannot parse '{value}': {why}")))
 }
 
 /// `u64` → `usize` without truncation (EOVERFLOW when it does not fit in wasm32's 32 bits).
@@ -157,12 +140,9 @@ pub fn to_usize(value: u64) -> Result<usize> {
 
 /// `offset + count` checked in `u64` (EOVERFLOW on wrap-around).
 pub fn end_of(offset: u64, count: u64) -> Result<u64> {
-    offset.checked_add(count).ok_or_else(|| {
-        error(
-            Errno::Eoverflow,
-            format!("offset {offset} + {count} overflows"),
-        )
-    })
+    offset
+        .checked_add(count)
+        .ok_or_else(|| error(Errno::Eoverflow, format!("offset {offset} + {count} overflows")))
 }
 
 impl Default for Capabilities {

@@ -4,8 +4,8 @@
 
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    error, BlockSize, Capabilities, CmdFlags, Errno, Error, Export, Extent, PluginInfo, ReadBuf,
-    Result, ThreadModel, WriteBuf,
+    error, BlockSize, Capabilities, CmdFlags, Errno, Error, Export, Extent, PluginInfo, ReadBuf, Result, ThreadModel,
+    WriteBuf,
 };
 
 /// The disk size: 100 MiB (204800 sectors).
@@ -86,6 +86,14 @@ impl Guest for Example1 {
 struct Example1Connection;
 
 impl GuestConnection for Example1Connection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(Example1Connection))
     }
@@ -158,10 +166,7 @@ mod tests {
         assert_eq!(&MBR[0x1b8..0x1be], &[0xe1, 0x5b, 0x02, 0x00, 0x00, 0x00]);
         assert_eq!(
             &MBR[0x1be..0x1ce],
-            &[
-                0x00, 0x02, 0x03, 0x00, 0x83, 0xbc, 0x31, 0x0c, 0x80, 0x00, 0x00, 0x00, 0x01, 0x1f,
-                0x03, 0x00
-            ]
+            &[0x00, 0x02, 0x03, 0x00, 0x83, 0xbc, 0x31, 0x0c, 0x80, 0x00, 0x00, 0x00, 0x01, 0x1f, 0x03, 0x00]
         );
         assert!(MBR[0x1ce..0x1fe].iter().all(|&b| b == 0));
         assert_eq!(&MBR[0x1fe..], &[0x55, 0xaa]);

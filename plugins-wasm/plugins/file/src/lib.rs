@@ -8,9 +8,8 @@ use std::cell::{Cell, RefCell};
 use nbdbox_sdk::grants::{open_directory, open_file, Advice, File};
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, debug, errno, error, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags,
-    ConfigKind, Errno, Export, Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result,
-    ThreadModel, WriteBuf, ZeroMode,
+    config_key, debug, errno, error, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno,
+    Export, Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 
 /// Which grant the disk comes from, remembered with the key the user spelled.
@@ -69,9 +68,7 @@ fn open_export(mode: &Mode, readonly: bool, name: &str) -> Result<File> {
             }
             // As nbdkit: a file we may not write is still served, read-only.
             match dir.open(name, true) {
-                Err(e) if matches!(e.errno, Errno::Eacces | Errno::Eperm | Errno::Erofs) => {
-                    dir.open(name, false)
-                }
+                Err(e) if matches!(e.errno, Errno::Eacces | Errno::Eperm | Errno::Erofs) => dir.open(name, false),
                 other => other,
             }
         }
@@ -129,21 +126,13 @@ impl Guest for FilePlugin {
             description: "Serve a file, or the files of a directory by export name".into(),
             magic_config_key: Some("file".into()),
             config_keys: vec![
-                config_key(
-                    "file",
-                    ConfigKind::File,
-                    "[file=]<FILENAME>  The file to serve.",
-                ),
+                config_key("file", ConfigKind::File, "[file=]<FILENAME>  The file to serve."),
                 config_key(
                     "dir",
                     ConfigKind::Directory,
                     "dir=<DIRNAME>  Serve the files of this directory, chosen by export name.",
                 ),
-                config_key(
-                    "directory",
-                    ConfigKind::Directory,
-                    "directory=<DIRNAME>  Same as dir=.",
-                ),
+                config_key("directory", ConfigKind::Directory, "directory=<DIRNAME>  Same as dir=."),
                 config_key(
                     "cache",
                     ConfigKind::Text,
@@ -170,11 +159,7 @@ impl Guest for FilePlugin {
                             format!("{key}: only one of file= or dir= may be given"),
                         ));
                     }
-                    c.mode = Some(if key == "file" {
-                        Mode::File(key)
-                    } else {
-                        Mode::Dir(key)
-                    });
+                    c.mode = Some(if key == "file" { Mode::File(key) } else { Mode::Dir(key) });
                 }
                 "cache" => {
                     c.cache_none = match value.as_str() {
@@ -193,18 +178,15 @@ impl Guest for FilePlugin {
                         "normal" => Advice::Normal,
                         "random" => Advice::Random,
                         "sequential" => Advice::Sequential,
-                        _ => return Err(error(
-                            Errno::Einval,
-                            format!("fadvise: unknown value '{value}' (expected normal, random or sequential)"),
-                        )),
+                        _ => {
+                            return Err(error(
+                                Errno::Einval,
+                                format!("fadvise: unknown value '{value}' (expected normal, random or sequential)"),
+                            ))
+                        }
                     }
                 }
-                "rdelay" | "wdelay" => {
-                    return Err(error(
-                        Errno::Einval,
-                        format!("{key}: add --filter=delay instead"),
-                    ))
-                }
+                "rdelay" | "wdelay" => return Err(error(Errno::Einval, format!("{key}: add --filter=delay instead"))),
                 _ => return Err(unknown_key(&key)),
             }
             Ok(())
@@ -279,9 +261,7 @@ impl FileConnection {
                 Ok(true)
             }
             Err(e) if e.errno == Errno::Enotsup => {
-                debug(&format!(
-                    "file: zero: {what} is not supported, disabling it"
-                ));
+                debug(&format!("file: zero: {what} is not supported, disabling it"));
                 enabled.set(false);
                 Ok(false)
             }
@@ -291,6 +271,14 @@ impl FileConnection {
 }
 
 impl GuestConnection for FileConnection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(readonly: bool, export_name: String) -> Result<Connection> {
         let cfg = config();
         let mode = mode()?;
@@ -369,20 +357,12 @@ impl GuestConnection for FileConnection {
         let count = u64::from(count);
         if flags.contains(CmdFlags::MAY_TRIM)
             && self.zero_punch.get()
-            && self.try_zero(
-                &self.zero_punch,
-                "punch-hole",
-                self.file.punch_hole(count, offset),
-            )?
+            && self.try_zero(&self.zero_punch, "punch-hole", self.file.punch_hole(count, offset))?
         {
             return self.fua(flags);
         }
         if self.zero_range.get()
-            && self.try_zero(
-                &self.zero_range,
-                "zero-range",
-                self.file.zero_range(count, offset),
-            )?
+            && self.try_zero(&self.zero_range, "zero-range", self.file.zero_range(count, offset))?
         {
             return self.fua(flags);
         }
@@ -433,12 +413,7 @@ mod tests {
         impl Fn(u64) -> Result<Option<u64>> + '_,
         impl Fn(u64) -> Result<u64> + '_,
     ) {
-        let next_data = move |pos: u64| {
-            Ok(data
-                .iter()
-                .find(|&&(_, e)| e > pos)
-                .map(|&(s, _)| s.max(pos)))
-        };
+        let next_data = move |pos: u64| Ok(data.iter().find(|&&(_, e)| e > pos).map(|&(s, _)| s.max(pos)));
         let next_hole = move |pos: u64| {
             Ok(data
                 .iter()
@@ -465,10 +440,7 @@ mod tests {
             ]
         );
         let e = walk_extents(5000, 17000, false, &nd, &nh).unwrap();
-        assert_eq!(
-            e,
-            vec![(5000, 3192, false), (8192, 8192, true), (16384, 616, false)]
-        );
+        assert_eq!(e, vec![(5000, 3192, false), (8192, 8192, true), (16384, 616, false)]);
         let e = walk_extents(100, 30000, true, &nd, &nh).unwrap();
         assert_eq!(e, vec![(100, 3996, true)]);
         let e = walk_extents(25000, 30000, true, &nd, &nh).unwrap();

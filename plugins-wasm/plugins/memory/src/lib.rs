@@ -10,9 +10,8 @@ use std::cell::RefCell;
 
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, error, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind,
-    Errno, Error, Export, Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel,
-    WriteBuf, ZeroMode,
+    config_key, error, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno, Error, Export,
+    Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 use sparse::{Chunk, Kind, Sparse, WriteError, PAGE_COST};
 
@@ -35,10 +34,7 @@ const WASM32_MAX_MEMORY: u64 = 4 << 30;
 fn page_budget() -> u64 {
     let limit = nbdbox_sdk::memory_limit().min(WASM32_MAX_MEMORY);
     let headroom = (16u64 << 20).min(limit / 8);
-    limit
-        .saturating_sub(headroom)
-        .saturating_sub(memory_in_use())
-        / PAGE_COST
+    limit.saturating_sub(headroom).saturating_sub(memory_in_use()) / PAGE_COST
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -93,10 +89,7 @@ impl Guest for Memory {
     fn config_complete() -> Result<()> {
         STATE.with_borrow_mut(|s| {
             if s.size.is_none() {
-                return Err(error(
-                    Errno::Einval,
-                    "you must specify size=<SIZE> on the command line",
-                ));
+                return Err(error(Errno::Einval, "you must specify size=<SIZE> on the command line"));
             }
             s.disk = Sparse::new(page_budget());
             Ok(())
@@ -117,6 +110,14 @@ struct MemoryConnection {
 }
 
 impl GuestConnection for MemoryConnection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(MemoryConnection { readonly }))
     }
@@ -138,18 +139,10 @@ impl GuestConnection for MemoryConnection {
             can_flush: true,
             is_rotational: false,
             can_trim: writable,
-            can_zero: if writable {
-                ZeroMode::Native
-            } else {
-                ZeroMode::None
-            },
+            can_zero: if writable { ZeroMode::Native } else { ZeroMode::None },
             can_fast_zero: writable,
             can_extents: true,
-            can_fua: if writable {
-                FuaMode::Native
-            } else {
-                FuaMode::None
-            },
+            can_fua: if writable { FuaMode::Native } else { FuaMode::None },
             can_multi_conn: true,
             can_cache: CacheMode::Native,
         })

@@ -209,11 +209,7 @@ impl Sparse {
         for (&index, page) in self.pages.range(first..=last) {
             let (s, e, _, _) = clip(index, offset, end);
             push(&mut out, pos, s, Kind::Hole);
-            let kind = if is_zero(page) {
-                Kind::Zero
-            } else {
-                Kind::Data
-            };
+            let kind = if is_zero(page) { Kind::Zero } else { Kind::Data };
             push(&mut out, s, e, kind);
             pos = e;
             if req_one && out.len() > 1 {
@@ -294,10 +290,7 @@ mod tests {
         let mut s = Sparse::new(2);
         write_bytes(&mut s, 0, &[1; 10]).unwrap();
         let big = vec![2u8; 2 * PAGE];
-        assert_eq!(
-            write_bytes(&mut s, 10 * PAGE_SIZE, &big),
-            Err(WriteError::NoSpace)
-        );
+        assert_eq!(write_bytes(&mut s, 10 * PAGE_SIZE, &big), Err(WriteError::NoSpace));
         assert_eq!(s.allocated_pages(), 1);
         assert_eq!(read_bytes(&s, 10 * PAGE_SIZE, 4), vec![0; 4]);
         // Rewriting an existing page needs no new space.
@@ -353,18 +346,12 @@ mod tests {
         let e = s.extents(PAGE_SIZE + 7, 5 * PAGE_SIZE, false);
         check_contiguous(&e, PAGE_SIZE + 7, 5 * PAGE_SIZE);
         assert_eq!(e[0], (PAGE_SIZE + 7, PAGE_SIZE - 7, Kind::Data));
-        assert_eq!(
-            s.extents(10, len, true),
-            vec![(10, PAGE_SIZE - 10, Kind::Hole)]
-        );
+        assert_eq!(s.extents(10, len, true), vec![(10, PAGE_SIZE - 10, Kind::Hole)]);
         assert_eq!(
             s.extents(4 * PAGE_SIZE, len, true),
             vec![(4 * PAGE_SIZE, 2 * PAGE_SIZE, Kind::Data)]
         );
-        assert_eq!(
-            Sparse::new(1).extents(5, 1 << 40, true),
-            vec![(5, 1 << 40, Kind::Hole)]
-        );
+        assert_eq!(Sparse::new(1).extents(5, 1 << 40, true), vec![(5, 1 << 40, Kind::Hole)]);
         let e = s.extents(0, u64::from(u32::MAX), false);
         check_contiguous(&e, 0, u64::from(u32::MAX));
     }

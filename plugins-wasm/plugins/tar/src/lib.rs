@@ -10,9 +10,8 @@ use std::cell::RefCell;
 use nbdbox_sdk::grants::{open_file, Advice, File};
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, end_of, error, info, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags,
-    ConfigKind, Errno, Error, Export, Extent, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel,
-    WriteBuf, ZeroMode,
+    config_key, end_of, error, info, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno,
+    Error, Export, Extent, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 use scan::{find_member, Member, ScanError};
 
@@ -34,12 +33,10 @@ thread_local! {
 
 fn required() -> Result<(String, String)> {
     STATE.with_borrow(|s| {
-        let tar = s.tar_key.clone().ok_or_else(|| {
-            error(
-                Errno::Einval,
-                "tar: you must specify tar=<TARBALL> on the command line",
-            )
-        })?;
+        let tar = s
+            .tar_key
+            .clone()
+            .ok_or_else(|| error(Errno::Einval, "tar: you must specify tar=<TARBALL> on the command line"))?;
         let name = s.member_name.clone().ok_or_else(|| {
             error(
                 Errno::Einval,
@@ -58,22 +55,18 @@ fn member() -> Result<Member> {
     let (tar_key, name) = required()?;
     let file = open_file(&tar_key)?;
     let size = file.size()?;
-    let member = find_member(&name, size, |offset, count| file.read(count, offset)).map_err(
-        |e| match e {
-            ScanError::Read(e) => e,
-            ScanError::Corrupt(why) => {
-                error(Errno::Einval, format!("{tar_key}: damaged tar file {why}"))
-            }
-            ScanError::Unsupported(why) => error(
-                Errno::Einval,
-                format!("file: cannot serve '{name}' from the tar file: {why}"),
-            ),
-            ScanError::NotFound => error(
-                Errno::Enoent,
-                format!("file: '{name}' not found in the tar file (check that the file really exists in the tarball)"),
-            ),
-        },
-    )?;
+    let member = find_member(&name, size, |offset, count| file.read(count, offset)).map_err(|e| match e {
+        ScanError::Read(e) => e,
+        ScanError::Corrupt(why) => error(Errno::Einval, format!("{tar_key}: damaged tar file {why}")),
+        ScanError::Unsupported(why) => error(
+            Errno::Einval,
+            format!("file: cannot serve '{name}' from the tar file: {why}"),
+        ),
+        ScanError::NotFound => error(
+            Errno::Enoent,
+            format!("file: '{name}' not found in the tar file (check that the file really exists in the tarball)"),
+        ),
+    })?;
     info(&format!(
         "tar: '{name}' is at offset {} size {}",
         member.offset, member.size
@@ -94,16 +87,8 @@ impl Guest for Tar {
             description: "Serve one member of a tar file, in place".into(),
             magic_config_key: Some("tar".into()),
             config_keys: vec![
-                config_key(
-                    "tar",
-                    ConfigKind::File,
-                    "[tar=]<TARBALL>  The tar file (required).",
-                ),
-                config_key(
-                    "file",
-                    ConfigKind::Text,
-                    "file=<PATH>  The member to serve (required).",
-                ),
+                config_key("tar", ConfigKind::File, "[tar=]<TARBALL>  The tar file (required)."),
+                config_key("file", ConfigKind::Text, "file=<PATH>  The member to serve (required)."),
             ],
             thread_model: ThreadModel::Parallel,
             shared_state: false,
@@ -159,16 +144,20 @@ fn unsupported(what: &str) -> Error {
 }
 
 impl GuestConnection for TarConnection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(readonly: bool, _export_name: String) -> Result<Connection> {
         let member = member()?;
         let (tar_key, _) = required()?;
         let file = open_file(&tar_key)?;
         let writable = !readonly && file.is_writable();
-        Ok(Connection::new(TarConnection {
-            file,
-            member,
-            writable,
-        }))
+        Ok(Connection::new(TarConnection { file, member, writable }))
     }
 
     fn get_size(&self) -> Result<u64> {

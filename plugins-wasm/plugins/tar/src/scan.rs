@@ -60,10 +60,7 @@ pub fn parse_number(field: &[u8]) -> Result<u64, String> {
         return Ok(value);
     }
     let mut value: u64 = 0;
-    let mut digits = field
-        .iter()
-        .skip_while(|&&b| b == b' ' || b == 0)
-        .peekable();
+    let mut digits = field.iter().skip_while(|&&b| b == b' ' || b == 0).peekable();
     while let Some(&b) = digits.next_if(|b| (b'0'..=b'7').contains(b)) {
         value = value
             .checked_mul(8)
@@ -87,10 +84,7 @@ pub fn parse_header(block: &[u8]) -> Result<Header, String> {
         - block[148..156].iter().map(|&b| u64::from(b)).sum::<u64>()
         + spaces;
     let signed: i64 = block.iter().map(|&b| i64::from(b as i8)).sum::<i64>()
-        - block[148..156]
-            .iter()
-            .map(|&b| i64::from(b as i8))
-            .sum::<i64>()
+        - block[148..156].iter().map(|&b| i64::from(b as i8)).sum::<i64>()
         + spaces as i64;
     if stored != unsigned && i64::try_from(stored).ok() != Some(signed) {
         return Err("header checksum mismatch (not a tar file?)".into());
@@ -143,10 +137,7 @@ pub fn parse_pax(mut data: &[u8]) -> Result<Pax, String> {
             return Err("malformed pax record".into());
         }
         let record = &data[space + 1..len - 1];
-        let eq = record
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or("pax record without '='")?;
+        let eq = record.iter().position(|&b| b == b'=').ok_or("pax record without '='")?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
         match key {
             b"path" => pax.path = (!value.is_empty()).then(|| value.to_vec()),
@@ -232,10 +223,7 @@ pub fn find_member<E>(
     let mut pax = Pax::default();
     let mut found = None;
     // Header blocks must lie entirely inside the archive.
-    while off
-        .checked_add(BLOCK)
-        .is_some_and(|end| end <= archive_size)
-    {
+    while off.checked_add(BLOCK).is_some_and(|end| end <= archive_size) {
         let block = read_exact(&mut read, off, BLOCK)?;
         if block.iter().all(|&b| b == 0) {
             zero_blocks += 1;
@@ -273,10 +261,7 @@ pub fn find_member<E>(
                                 .checked_add(size)
                                 .ok_or_else(|| corrupt(off, "member size overflows"))?;
                             if end > archive_size {
-                                return Err(corrupt(
-                                    off,
-                                    "member extends past the end of the archive",
-                                ));
+                                return Err(corrupt(off, "member extends past the end of the archive"));
                             }
                             found = Some(Member { offset: data, size });
                         }
@@ -385,21 +370,12 @@ mod tests {
     fn finds_members() {
         let t = sample();
         let m = find(&t, "dir/a.txt").unwrap();
-        assert_eq!(
-            m,
-            Member {
-                offset: 1024,
-                size: 5
-            }
-        );
+        assert_eq!(m, Member { offset: 1024, size: 5 });
         assert_eq!(&t[1024..1029], b"hello");
         let long = "x".repeat(150) + "/disk.img";
         let m = find(&t, &long).unwrap();
         assert_eq!(m.size, 1000);
-        assert_eq!(
-            &t[m.offset as usize..m.offset as usize + 1000],
-            &[7u8; 1000][..]
-        );
+        assert_eq!(&t[m.offset as usize..m.offset as usize + 1000], &[7u8; 1000][..]);
         let m = find(&t, "some/deep/path/b.bin").unwrap();
         assert_eq!(&t[m.offset as usize..m.offset as usize + 3], b"abc");
         let m = find(&t, "pax/named file").unwrap();
@@ -421,13 +397,7 @@ mod tests {
         t.extend(header("f", 1, b'0', None));
         t.extend(data(b"2"));
         // No end-of-archive marker at all: still fine.
-        assert_eq!(
-            find(&t, "f").unwrap(),
-            Member {
-                offset: 1536,
-                size: 1
-            }
-        );
+        assert_eq!(find(&t, "f").unwrap(), Member { offset: 1536, size: 1 });
         let mut bad = header("big", 4096, b'0', None);
         bad.extend([0u8; 512]);
         assert!(matches!(find(&bad, "big"), Err(ScanError::Corrupt(_))));
@@ -456,9 +426,7 @@ mod tests {
 
     #[test]
     fn pax_parsing() {
-        let recs = pax_record("path", "a=b")
-            + &pax_record("mtime", "1.5")
-            + &pax_record("size", "12345678901");
+        let recs = pax_record("path", "a=b") + &pax_record("mtime", "1.5") + &pax_record("size", "12345678901");
         let p = parse_pax(recs.as_bytes()).unwrap();
         assert_eq!(p.path.as_deref(), Some(&b"a=b"[..]));
         assert_eq!(p.size, Some(12_345_678_901));

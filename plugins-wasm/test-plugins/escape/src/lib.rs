@@ -13,8 +13,8 @@ use std::path::Path;
 use nbdbox_sdk::grants::{open_file, File};
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno,
-    Error, Export, Extent, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
+    config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno, Error, Export, Extent,
+    PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
 };
 
 thread_local! {
@@ -53,10 +53,7 @@ fn try_to_escape(granted: &str) {
         "grants::open-file(\"other\") for a key never granted",
         open_file("other").map_err(|e| format!("{:?}: {}", e.errno, e.message.unwrap_or_default())),
     );
-    report(
-        "connect to 127.0.0.1:22",
-        std::net::TcpStream::connect("127.0.0.1:22"),
-    );
+    report("connect to 127.0.0.1:22", std::net::TcpStream::connect("127.0.0.1:22"));
 }
 
 fn read_only() -> Error {
@@ -72,8 +69,7 @@ impl Guest for Escape {
         PluginInfo {
             name: "escape".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Test plugin: tries to escape the sandbox, then serves file= read-only"
-                .into(),
+            description: "Test plugin: tries to escape the sandbox, then serves file= read-only".into(),
             magic_config_key: Some("file".into()),
             config_keys: vec![config_key(
                 "file",
@@ -96,12 +92,9 @@ impl Guest for Escape {
     }
 
     fn config_complete() -> Result<()> {
-        let path = PATH.with_borrow(Clone::clone).ok_or_else(|| {
-            error(
-                Errno::Einval,
-                "you must specify file=<FILENAME> on the command line",
-            )
-        })?;
+        let path = PATH
+            .with_borrow(Clone::clone)
+            .ok_or_else(|| error(Errno::Einval, "you must specify file=<FILENAME> on the command line"))?;
         try_to_escape(&path);
         Ok(())
     }
@@ -120,6 +113,14 @@ struct EscapeConnection {
 }
 
 impl GuestConnection for EscapeConnection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(EscapeConnection {
             file: open_file("file")?,

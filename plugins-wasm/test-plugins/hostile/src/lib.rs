@@ -18,9 +18,8 @@ use std::sync::Mutex;
 
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, debug, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind,
-    Export, Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
-    ZeroMode,
+    config_key, debug, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Export, Extent,
+    ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 
 pub const TRAP_AT: u64 = 4096;
@@ -94,6 +93,14 @@ struct HostileConnection {
 }
 
 impl GuestConnection for HostileConnection {
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finalize(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn open(readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(HostileConnection { readonly }))
     }
@@ -115,11 +122,7 @@ impl GuestConnection for HostileConnection {
             } else {
                 ZeroMode::Emulate
             },
-            can_fua: if self.readonly {
-                FuaMode::None
-            } else {
-                FuaMode::Emulate
-            },
+            can_fua: if self.readonly { FuaMode::None } else { FuaMode::Emulate },
             can_cache: CacheMode::Emulate,
             ..Capabilities::default()
         })
