@@ -10,8 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Components embedded in the binary and used by name (`nbdbox memory 1G`, `--filter=retry`).
-const BUILTIN_PLUGINS: &[&str] = &["memory", "example1", "file", "tar"];
-const BUILTIN_FILTERS: &[&str] = &["readahead", "retry", "exitlast"];
+/// (name on the command line, crate output); plugin and filter names may coincide (`tar`).
+const BUILTIN_PLUGINS: &[(&str, &str)] = &[
+    ("memory", "memory"),
+    ("example1", "example1"),
+    ("file", "file"),
+    ("tar", "tar"),
+];
+const BUILTIN_FILTERS: &[(&str, &str)] = &[
+    ("readahead", "readahead"),
+    ("retry", "retry"),
+    ("exitlast", "exitlast"),
+    ("tar", "tar_filter"),
+];
 /// Components built for the test suite only; tests load them by path.
 const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty"];
 
@@ -29,24 +40,25 @@ fn main() {
     build_guests(&guests, &target_dir);
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
-    let mut code =
-        String::from("/// Built-in components: (name, wasm bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
-    for name in BUILTIN_PLUGINS.iter().chain(BUILTIN_FILTERS) {
-        let path = wasm_dir.join(format!("{name}.wasm"));
-        assert!(path.exists(), "guest build did not produce {}", path.display());
+    let mut code = String::new();
+    for (table, builtins) in [("PLUGINS", BUILTIN_PLUGINS), ("FILTERS", BUILTIN_FILTERS)] {
         writeln!(
             code,
-            "    ({name:?}, include_bytes!({:?})),",
-            path.display().to_string()
+            "/// Built-in components: (name, wasm bytes).\npub static {table}: &[(&str, &[u8])] = &["
         )
         .unwrap();
+        for (name, stem) in builtins {
+            let path = wasm_dir.join(format!("{stem}.wasm"));
+            assert!(path.exists(), "guest build did not produce {}", path.display());
+            writeln!(
+                code,
+                "    ({name:?}, include_bytes!({:?})),",
+                path.display().to_string()
+            )
+            .unwrap();
+        }
+        code.push_str("];\n");
     }
-    code.push_str("];\n");
-    writeln!(
-        code,
-        "pub static PLUGINS: &[&str] = &{BUILTIN_PLUGINS:?};\npub static FILTERS: &[&str] = &{BUILTIN_FILTERS:?};"
-    )
-    .unwrap();
     std::fs::write(out_dir.join("builtin.rs"), code).unwrap();
     for name in TEST_COMPONENTS {
         assert!(

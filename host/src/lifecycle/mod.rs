@@ -349,7 +349,7 @@ fn print_config() {
         if cfg!(target_os = "linux") { "yes" } else { "no" },
         std::env::consts::ARCH,
         std::env::consts::OS,
-        crate::runtime::builtin_names().0.join(","),
+        crate::runtime::builtin_names(Role::Plugin).join(","),
         env!("CARGO_PKG_VERSION"),
         crate::runtime::bindings::WIT_PACKAGE);
 }

@@ -1,17 +1,26 @@
 //! The request buffers a guest sees as `borrow<read-buf>` / `borrow<write-buf>`.
 //!
-//! A buffer belongs to the connection worker that runs the request. For the length of one
-//! call the store holds a raw view of it; the guest's borrow handle (rep 0) names "the
-//! current buffer", so no resource table entry is created per request.
+//! A request buffer belongs to the connection worker that runs the request. For the length of
+//! one call the store holds a raw view of it; the guest's borrow handle with rep
+//! [`CURRENT`] names "the current buffer", so no resource table entry is created per request.
+//! A guest can also make its own scratch read buffer (a table entry), e.g. a filter reading
+//! headers from the layer below.
 
 use super::bindings::nbdbox::plugin::buffers::{Host, HostReadBuf, HostWriteBuf};
 use super::store::LayerCtx;
 use wasmtime::component::Resource;
 use wasmtime::{bail, Result};
 
-/// Marker types named by the WIT resources.
-pub struct ReadBuf;
+/// The WIT `read-buf`: the current request's buffer (rep [`CURRENT`]) or a guest's scratch.
+pub struct ReadBuf {
+    scratch: Vec<u8>,
+}
+
+/// The WIT `write-buf`: always the current request's payload.
 pub struct WriteBuf;
+
+/// The rep that names the current request's buffer; table entries never reach it.
+pub(crate) const CURRENT: u32 = u32::MAX;
 
 /// A view of the current request's buffer, valid only while a call is in progress.
 #[derive(Clone, Copy)]
@@ -92,24 +101,65 @@ impl RequestBuffers {
 
 /// The handle passed to the guest for the current buffer.
 pub(crate) fn current<T: 'static>() -> Resource<T> {
-    Resource::new_borrow(0)
+    Resource::new_borrow(CURRENT)
+}
+
+impl LayerCtx {
+    /// The bytes a read-buf handle names: the request buffer or a scratch buffer.
+    fn read_buf(&mut self, buf: &Resource<ReadBuf>, at: u32, count: usize) -> Result<&mut [u8]> {
+        if buf.rep() == CURRENT {
+            return self.buffers.read_slice(at, count);
+        }
+        let scratch = &mut self.table.get_mut(buf)?.scratch;
+        let start = at as usize;
+        match start.checked_add(count) {
+            Some(end) if end <= scratch.len() => Ok(&mut scratch[start..end]),
+            _ => bail!(
+                "buffer access [{start}, +{count}) outside a scratch buffer of {} bytes",
+                scratch.len()
+            ),
+        }
+    }
+
+    /// The buffers to hand to the layer below for a call naming `buf` as its destination.
+    pub(crate) fn buffers_for(&mut self, buf: &Resource<ReadBuf>) -> Result<RequestBuffers> {
+        let mut buffers = self.buffers;
+        if buf.rep() != CURRENT {
+            buffers.set_read(&mut self.table.get_mut(buf)?.scratch);
+        }
+        Ok(buffers)
+    }
 }
 
 impl Host for LayerCtx {}
 
 impl HostReadBuf for LayerCtx {
-    fn len(&mut self, _: Resource<ReadBuf>) -> Result<u32> {
-        Ok(self.buffers.read.len as u32)
+    fn new(&mut self, len: u32) -> Result<Resource<ReadBuf>> {
+        Ok(self.table.push(ReadBuf {
+            scratch: vec![0; len as usize],
+        })?)
     }
-    fn write(&mut self, _: Resource<ReadBuf>, at: u32, data: Vec<u8>) -> Result<()> {
-        self.buffers.read_slice(at, data.len())?.copy_from_slice(&data);
+    fn len(&mut self, buf: Resource<ReadBuf>) -> Result<u32> {
+        if buf.rep() == CURRENT {
+            return Ok(self.buffers.read.len as u32);
+        }
+        Ok(self.table.get(&buf)?.scratch.len() as u32)
+    }
+    fn read(&mut self, buf: Resource<ReadBuf>, at: u32, count: u32) -> Result<Vec<u8>> {
+        Ok(self.read_buf(&buf, at, count as usize)?.to_vec())
+    }
+    fn write(&mut self, buf: Resource<ReadBuf>, at: u32, data: Vec<u8>) -> Result<()> {
+        self.read_buf(&buf, at, data.len())?.copy_from_slice(&data);
         Ok(())
     }
-    fn zero(&mut self, _: Resource<ReadBuf>, at: u32, count: u32) -> Result<()> {
-        self.buffers.read_slice(at, count as usize)?.fill(0);
+    fn zero(&mut self, buf: Resource<ReadBuf>, at: u32, count: u32) -> Result<()> {
+        self.read_buf(&buf, at, count as usize)?.fill(0);
         Ok(())
     }
-    fn drop(&mut self, _: Resource<ReadBuf>) -> Result<()> {
+    fn drop(&mut self, buf: Resource<ReadBuf>) -> Result<()> {
+        if buf.rep() != CURRENT {
+            self.table.delete(buf)?;
+        }
         Ok(())
     }
 }

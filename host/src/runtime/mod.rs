@@ -27,9 +27,16 @@ mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
-/// Names of the built-in plugins and filters, for help and error messages.
-pub fn builtin_names() -> (&'static [&'static str], &'static [&'static str]) {
-    (builtin::PLUGINS, builtin::FILTERS)
+/// Names of the built-in components of a role, for help and error messages.
+pub fn builtin_names(role: Role) -> Vec<&'static str> {
+    builtins(role).iter().map(|(name, _)| *name).collect()
+}
+
+fn builtins(role: Role) -> &'static [(&'static str, &'static [u8])] {
+    match role {
+        Role::Plugin => builtin::PLUGINS,
+        Role::Filter => builtin::FILTERS,
+    }
 }
 
 /// The engine and linker shared by every component of the process.
@@ -48,22 +55,16 @@ impl Runtime {
     /// Load a plugin or filter by built-in name, or from a `.wasm` path (anything with a `/`
     /// or `.`, as nbdkit tells short names from paths).
     pub fn load(&self, spec: &str, role: Role, limits: Limits) -> Result<LayerComponent> {
-        let (what, known) = match role {
-            Role::Plugin => ("plugin", builtin::PLUGINS),
-            Role::Filter => ("filter", builtin::FILTERS),
-        };
+        let what = if role == Role::Plugin { "plugin" } else { "filter" };
         let wasm: std::borrow::Cow<[u8]> = if spec.contains('/') || spec.contains('.') {
             std::fs::read(Path::new(spec))
                 .with_context(|| format!("cannot open {what} '{spec}'"))?
                 .into()
-        } else if known.contains(&spec) {
-            let (_, bytes) = builtin::BUILTINS
-                .iter()
-                .find(|(name, _)| *name == spec)
-                .expect("every built-in is embedded");
+        } else if let Some((_, bytes)) = builtins(role).iter().find(|(name, _)| *name == spec) {
             (*bytes).into()
         } else {
-            bail!("unknown {what} '{spec}': built-in {what}s are {}; a third-party {what} is given as a path to its .wasm file", known.join(", "));
+            let known = builtin_names(role).join(", ");
+            bail!("unknown {what} '{spec}': built-in {what}s are {known}; a third-party {what} is given as a path to its .wasm file");
         };
         LayerComponent::load(&self.engine, &self.linker, spec, &wasm, role, limits)
     }

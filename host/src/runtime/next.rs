@@ -5,7 +5,7 @@
 
 use super::bindings::filter_world::nbdbox::plugin::plugin::{Host, HostConnection};
 use super::bindings::{BlockSize, Capabilities, CmdFlags, Export, Extent, GuestError, PluginExports, PluginInfo};
-use super::buffers::{current, ReadBuf, WriteBuf};
+use super::buffers::{current, ReadBuf, RequestBuffers, WriteBuf};
 use super::component::{CallError, Instance};
 use super::store::LayerCtx;
 use wasmtime::component::{Resource, ResourceAny};
@@ -28,7 +28,15 @@ impl LayerCtx {
         &mut self,
         f: impl FnOnce(&PluginExports, &mut Store<LayerCtx>) -> Result<std::result::Result<R, GuestError>>,
     ) -> GuestResult<R> {
-        let buffers = self.buffers;
+        self.forward_with(self.buffers, f)
+    }
+
+    /// Call the layer below with the given buffers.
+    fn forward_with<R>(
+        &mut self,
+        buffers: RequestBuffers,
+        f: impl FnOnce(&PluginExports, &mut Store<LayerCtx>) -> Result<std::result::Result<R, GuestError>>,
+    ) -> GuestResult<R> {
         let next = self.next_layer()?;
         let name = next.name().to_owned();
         let result = next.call(|p, s| {
@@ -103,13 +111,16 @@ impl HostConnection for LayerCtx {
     fn pread(
         &mut self,
         c: Resource<NextConnection>,
-        _: Resource<ReadBuf>,
+        dst: Resource<ReadBuf>,
         count: u32,
         offset: u64,
         flags: CmdFlags,
     ) -> GuestResult<()> {
-        self.forward_on(&c, |p, s, h| {
-            p.connection().call_pread(s, h, current(), count, offset, flags)
+        // The destination may be this filter's own scratch buffer rather than the request's.
+        let buffers = self.buffers_for(&dst)?;
+        let handle = self.table.get(&c)?.0;
+        self.forward_with(buffers, |p, s| {
+            p.connection().call_pread(s, handle, current(), count, offset, flags)
         })
     }
     fn pwrite(

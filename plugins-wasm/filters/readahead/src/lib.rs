@@ -66,10 +66,12 @@ impl ReadaheadConnection {
         window
     }
 
+    /// After a write the next read gets the minimum window wherever it lands: with both marks
+    /// at the top, `advance_window` neither doubles nor keeps (marks of 0 would double it).
     fn reset(&self) {
         self.window.set(WINDOW_MIN);
-        self.last_offset.set(0);
-        self.last_end.set(0);
+        self.last_offset.set(u64::MAX);
+        self.last_end.set(u64::MAX);
     }
 }
 

@@ -3,8 +3,6 @@
 //! granted file; requests then go straight to the member's bytes. The member never changes
 //! size, so the archive stays a valid tar file.
 
-mod scan;
-
 use std::cell::RefCell;
 
 use nbdbox_sdk::grants::{open_file, Advice, File};
@@ -13,7 +11,7 @@ use nbdbox_sdk::{
     config_key, end_of, error, info, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno,
     Error, Export, Extent, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
-use scan::{find_member, Member, ScanError};
+use tar_format::{find_member, Member, ScanError};
 
 #[derive(Default)]
 struct State {
