@@ -421,7 +421,7 @@ fn check_block_size(b: BlockSize) -> Result<(), String> {
         && b.minimum <= 65536
         && b.preferred.is_power_of_two()
         && (512..=32 << 20).contains(&b.preferred)
-        && (b.maximum == u32::MAX || b.maximum % b.minimum == 0)
+        && (b.maximum == u32::MAX || b.maximum.is_multiple_of(b.minimum))
         && b.minimum <= b.preferred
         && b.preferred <= b.maximum;
     if ok {

@@ -147,7 +147,7 @@ fn check_wit_version(engine: &Engine, component: &Component, source: &str) -> Re
     let ty = component.component_type();
     let exported: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let wanted = WIT_PACKAGE.replace('@', "/plugin@");
-    if exported.iter().any(|n| *n == wanted) {
+    if exported.contains(&wanted) {
         return Ok(());
     }
     if let Some(other) = exported.iter().find(|n| n.starts_with("nbdbox:plugin/plugin@")) {
