@@ -12,10 +12,14 @@
 #   seqread    nbdcopy $uri -> null:  (after the write)
 #   randread   fio --ioengine=nbd, 4 KiB random reads, 1 and 4 jobs,
 #              time-based BENCH_FIO_TIME seconds each, iodepth BENCH_FIO_IODEPTH
+#   filters    nbdbox only: the same workloads (fio 1 job) through 0, 1 and 3
+#              pass-through filters (the test-only recorder.wasm, which logs
+#              only with -v); second table, ratio = N filters / 0 filters
 #
 # Environment: NBDKIT [nbdkit]  BENCH_SIZE [1G]  BENCH_REPS [3]
 #   BENCH_STARTUP_N [20]  BENCH_FIO_TIME [10]  BENCH_FIO_JOBS ["1 4"]
-#   BENCH_FIO_IODEPTH [16]  BENCH_TMP [/dev/shm, else /tmp]
+#   BENCH_FIO_IODEPTH [16]  BENCH_TMP [/dev/shm, else /tmp]  BENCH_FILTERS [yes]
+#   BENCH_GUEST_DIR [<dir of NBDBOX>/../wasm-guests/wasm32-wasip2/release]
 set -euo pipefail
 
 now_ns() { date +%s%N; }
@@ -47,12 +51,18 @@ FIO_TIME=${BENCH_FIO_TIME:-10}
 FIO_JOBS=${BENCH_FIO_JOBS:-1 4}
 FIO_DEPTH=${BENCH_FIO_IODEPTH:-16}
 TMP=${BENCH_TMP:-/dev/shm}
+FILTERS=${BENCH_FILTERS:-yes}
 [[ -d "$TMP" && -w "$TMP" ]] || TMP=/tmp
 
 for t in nbdcopy fio numfmt awk "$NBDKIT" "$NBDBOX"; do
     command -v "$t" >/dev/null || { echo "run.sh: missing $t" >&2; exit 2; }
 done
 NBDBOX=$(command -v "$NBDBOX")
+RECORDER=${BENCH_GUEST_DIR:-$(dirname "$NBDBOX")/../wasm-guests/wasm32-wasip2/release}/recorder.wasm
+if [[ $FILTERS == yes && ! -f $RECORDER ]]; then
+    echo "run.sh: no $RECORDER (set BENCH_GUEST_DIR): skipping the filter figures" >&2
+    FILTERS=no
+fi
 BYTES=$(numfmt --from=iec "$SIZE")
 
 WORK=$(mktemp -d "$TMP/nbdbox-bench.XXXXXX")
@@ -82,20 +92,20 @@ startup() {   # server -> best wall time in ms
     fi
 }
 
-heavy() {   # server -> appends results
-    local s out; s=$(server_cmd "$1")
-    local run; run="$(printf '%q' "$SELF") --inner \"\$uri\" $(printf '%q' "$DATA") $FIO_TIME $(printf '%q' "$FIO_JOBS") $FIO_DEPTH"
-    if out=$(timeout 900 "$s" -U - memory "$SIZE" --run "$run" 2>"$WORK/$1.err"); then
+heavy() {   # label fio-jobs server-command [options...] -> appends results
+    local label=$1 jobs=$2 out; shift 2
+    local run; run="$(printf '%q' "$SELF") --inner \"\$uri\" $(printf '%q' "$DATA") $FIO_TIME $(printf '%q' "$jobs") $FIO_DEPTH"
+    if out=$(timeout 900 "$@" -U - memory "$SIZE" --run "$run" 2>"$WORK/$label.err"); then
         while read -r k v; do
             [[ -n $v ]] || continue
             case $k in
-                *_ns) echo "$1 ${k%_ns}_MBps $(awk -v b="$BYTES" -v n="$v" 'BEGIN{printf "%.1f", b / (n / 1e9) / 1e6}')" ;;
-                *) echo "$1 $k $v" ;;
+                *_ns) echo "$label ${k%_ns}_MBps $(awk -v b="$BYTES" -v n="$v" 'BEGIN{printf "%.1f", b / (n / 1e9) / 1e6}')" ;;
+                *) echo "$label $k $v" ;;
             esac
         done <<<"$out" >> "$RES"
     else
-        echo "# $1 failed the heavy workload (see below)" >&2
-        tail -5 "$WORK/$1.err" >&2 || true
+        echo "# $label failed the heavy workload (see below)" >&2
+        tail -5 "$WORK/$label.err" >&2 || true
     fi
 }
 
@@ -104,8 +114,16 @@ for ((r = 1; r <= REPS; r++)); do
     for s in $order; do
         echo "# rep $r/$REPS: $s" >&2
         echo "$s startup_ms $(startup "$s")" >> "$RES"
-        heavy "$s"
+        heavy "$s" "$FIO_JOBS" "$(server_cmd "$s")"
     done
+    if [[ $FILTERS == yes ]]; then
+        if (( r % 2 )); then order="0 1 3"; else order="3 1 0"; fi
+        for n in $order; do
+            echo "# rep $r/$REPS: nbdbox with $n filter(s)" >&2
+            fl=(); for ((i = 0; i < n; i++)); do fl+=("--filter=$RECORDER"); done
+            heavy "f$n" 1 "$NBDBOX" "${fl[@]}"
+        done
+    fi
 done
 
 best() {   # server key lo|hi
@@ -129,3 +147,17 @@ row seqwrite_MBps hi
 row seqread_MBps hi
 for j in $FIO_JOBS; do row "randread_j${j}_iops" hi; done
 echo "# size=$SIZE startup_n=$STARTUP_N fio: ${FIO_TIME}s iodepth=$FIO_DEPTH; MB = 10^6 bytes; ratio > 1: nbdbox faster"
+
+[[ $FILTERS == yes ]] || exit 0
+printf '\n%-24s %12s %12s %12s %8s %8s\n' "# filters (best of $REPS)" 0 1 3 "1:0" "3:0"
+frow() {   # key (rates only)
+    local f0 f1 f3
+    f0=$(best f0 "$1" hi); f1=$(best f1 "$1" hi); f3=$(best f3 "$1" hi)
+    printf '%-24s %12s %12s %12s %8s %8s\n' "$1" "$f0" "$f1" "$f3" \
+        "$(awk -v a="$f1" -v b="$f0" 'BEGIN{ if (a=="NA"||b=="NA"||b<=0) print "NA"; else printf "%.3f", a/b }')" \
+        "$(awk -v a="$f3" -v b="$f0" 'BEGIN{ if (a=="NA"||b=="NA"||b<=0) print "NA"; else printf "%.3f", a/b }')"
+}
+frow seqwrite_MBps
+frow seqread_MBps
+frow randread_j1_iops
+echo "# nbdbox through N x recorder.wasm (pass-through); ratio = rate with N filters / rate with none"

@@ -24,11 +24,7 @@ const PRINT_VARS: &str = r#"echo "uri=$uri"; echo "nbd=$nbd"; echo "port=$port";
 fn assert_error_mentions(o: &std::process::Output, what: &str) {
     assert_exit1(o);
     let e = stderr(o);
-    assert!(
-        e.contains(what),
-        "stderr should mention {what:?}\n{}",
-        show(o)
-    );
+    assert!(e.contains(what), "stderr should mention {what:?}\n{}", show(o));
     assert!(
         !stdout(o).contains("RAN"),
         "the --run command must not run after a startup error\n{}",
@@ -80,11 +76,7 @@ fn dump_plugin_memory() {
         let out = ok(&o);
         let lines: Vec<_> = out.lines().collect();
         assert!(lines.contains(&"name=memory"), "{args:?}\n{}", show(&o));
-        assert!(
-            lines.contains(&"magic_config_key=size"),
-            "{args:?}\n{}",
-            show(&o)
-        );
+        assert!(lines.contains(&"magic_config_key=size"), "{args:?}\n{}", show(&o));
     }
 }
 
@@ -213,10 +205,7 @@ fn size_parameter_forms() {
 #[test]
 fn threads_and_verbose_accepted() {
     tool("nbdinfo");
-    let o = run_captive(
-        &["-t", "4", "-v", "memory", "1M"],
-        "nbdinfo --size \"$uri\"",
-    );
+    let o = run_captive(&["-t", "4", "-v", "memory", "1M"], "nbdinfo --size \"$uri\"");
     assert_eq!(ok(&o).trim(), "1048576");
     let o = run_captive(&["--threads=1", "memory", "1M"], "nbdinfo --size \"$uri\"");
     assert_eq!(ok(&o).trim(), "1048576");
@@ -237,11 +226,7 @@ fn captive_unix_variables() {
     let sock = var(&out, "unixsocket");
     assert!(sock.starts_with('/'), "unixsocket must be absolute: {sock}");
     assert_eq!(var(&out, "uri"), format!("nbd+unix://?socket={sock}"));
-    assert_eq!(
-        var(&out, "nbd"),
-        format!("nbd:unix:{sock}"),
-        "$nbd is qemu syntax"
-    );
+    assert_eq!(var(&out, "nbd"), format!("nbd:unix:{sock}"), "$nbd is qemu syntax");
     assert_eq!(var(&out, "port"), "");
     assert_eq!(var(&out, "exportname"), "");
     assert_eq!(var(&out, "dirmode"), "700", "-U - directory is private");
@@ -254,11 +239,7 @@ fn captive_unix_variables() {
     // The private socket directory is gone after exit.
     let dir = Path::new(&sock).parent().unwrap();
     assert!(!Path::new(&sock).exists(), "socket left behind: {sock}");
-    assert!(
-        !dir.exists(),
-        "-U - directory left behind: {}",
-        dir.display()
-    );
+    assert!(!dir.exists(), "-U - directory left behind: {}", dir.display());
 }
 
 #[test]
@@ -305,9 +286,7 @@ fn captive_tcp() {
 fn run_captive_tcp(port: &str) -> std::process::Output {
     let mut c = Command::new(bin());
     c.args(["-p", port, "-i", "127.0.0.1", "memory", "1M", "--run"])
-        .arg(format!(
-            "{PRINT_VARS}; echo \"size=$(nbdinfo --size \"$uri\")\""
-        ));
+        .arg(format!("{PRINT_VARS}; echo \"size=$(nbdinfo --size \"$uri\")\""));
     run_with_timeout(c, DEFAULT_TIMEOUT)
 }
 

@@ -23,9 +23,7 @@ fn nbdsh(dir: &TempDir, name: &str, py: &str) -> String {
 fn virtual_size(json: &str) -> u64 {
     // Top-level "virtual-size" (last occurrence: children come first).
     let key = "\"virtual-size\":";
-    let i = json
-        .rfind(key)
-        .unwrap_or_else(|| panic!("no virtual-size in {json}"));
+    let i = json.rfind(key).unwrap_or_else(|| panic!("no virtual-size in {json}"));
     json[i + key.len()..]
         .trim_start()
         .chars()
@@ -38,11 +36,7 @@ fn virtual_size(json: &str) -> u64 {
 #[track_caller]
 fn check_example1_mbr(img: &[u8]) {
     assert_eq!(img.len() as u64, EXAMPLE1_SIZE);
-    assert_eq!(
-        &img[0x1b8..0x1bc],
-        &[0xe1, 0x5b, 0x02, 0x00],
-        "disk signature"
-    );
+    assert_eq!(&img[0x1b8..0x1bc], &[0xe1, 0x5b, 0x02, 0x00], "disk signature");
     assert_eq!(&img[0x1bc..0x1be], &[0, 0]);
     assert_eq!(img[0x1be], 0x00, "partition 1 not active");
     assert_eq!(img[0x1c2], 0x83, "partition type Linux");
@@ -56,15 +50,9 @@ fn check_example1_mbr(img: &[u8]) {
         204_545,
         "length in sectors"
     );
-    assert!(
-        img[0x1ce..0x1fe].iter().all(|&b| b == 0),
-        "partition entries 2-4 empty"
-    );
+    assert!(img[0x1ce..0x1fe].iter().all(|&b| b == 0), "partition entries 2-4 empty");
     assert_eq!(&img[0x1fe..0x200], &[0x55, 0xaa]);
-    assert!(
-        img[0x200..].iter().all(|&b| b == 0),
-        "rest of example1 is zeros"
-    );
+    assert!(img[0x200..].iter().all(|&b| b == 0), "rest of example1 is zeros");
 }
 
 // --------------------------------------------------------------------------
@@ -76,10 +64,7 @@ fn qemu_img_info_example1() {
     tool("qemu-img");
     // $nbd in qemu syntax, and the URI.
     for v in ["$nbd", "$uri"] {
-        let o = run_captive(
-            &["example1"],
-            &format!("qemu-img info --output=json \"{v}\""),
-        );
+        let o = run_captive(&["example1"], &format!("qemu-img info --output=json \"{v}\""));
         assert_eq!(virtual_size(&ok(&o)), EXAMPLE1_SIZE, "{v}");
     }
 }
@@ -87,10 +72,7 @@ fn qemu_img_info_example1() {
 #[test]
 fn qemu_img_info_memory() {
     tool("qemu-img");
-    let o = run_captive(
-        &["memory", "size=3G"],
-        "qemu-img info --output=json \"$nbd\"",
-    );
+    let o = run_captive(&["memory", "size=3G"], "qemu-img info --output=json \"$nbd\"");
     assert_eq!(virtual_size(&ok(&o)), 3 << 30);
 }
 
@@ -125,10 +107,7 @@ fn qemu_img_convert_memory() {
     want[1 << 20..(1 << 20) + 4096].fill(0x11);
     want[(4 << 20) - 4096..].fill(0x22);
     let got = fs::read(&out).unwrap();
-    assert!(
-        got == want,
-        "converted image differs from what qemu-io wrote"
-    );
+    assert!(got == want, "converted image differs from what qemu-io wrote");
 }
 
 #[test]
@@ -140,21 +119,13 @@ fn qemu_io_write_read_pattern() {
     );
     let out = ok(&o);
     assert!(!out.contains("failed"), "{}", show(&o));
-    assert!(
-        out.contains("read 65536/65536 bytes at offset 0"),
-        "{}",
-        show(&o)
-    );
+    assert!(out.contains("read 65536/65536 bytes at offset 0"), "{}", show(&o));
     // The pattern check itself works (a wrong pattern must fail).
     let o = run_captive(
         &["memory", "1M"],
         "qemu-io -f raw -c 'write -P 0xab 0 64k' -c 'read -P 0xac 0 64k' \"$nbd\"",
     );
-    assert!(
-        !o.status.success() || stdout(&o).contains("failed"),
-        "{}",
-        show(&o)
-    );
+    assert!(!o.status.success() || stdout(&o).contains("failed"), "{}", show(&o));
 }
 
 #[test]
@@ -167,10 +138,7 @@ fn qemu_io_example1_read_only() {
     let out = ok(&o);
     assert!(!out.contains("failed"), "{}", show(&o));
     // Writes are refused.
-    let o = run_captive(
-        &["example1"],
-        "qemu-io -f raw -c 'write -P 1 0 512' \"$nbd\"",
-    );
+    let o = run_captive(&["example1"], "qemu-io -f raw -c 'write -P 1 0 512' \"$nbd\"");
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         !o.status.success() || all.to_lowercase().contains("read-only") || all.contains("failed"),
@@ -192,11 +160,7 @@ fn nbdinfo_size_list_map() {
 
     let o = run_captive(&["memory", "1M"], "nbdinfo --list --json \"$uri\"");
     let out = ok(&o);
-    assert_eq!(
-        out.matches("\"export-name\"").count(),
-        1,
-        "one export\n{out}"
-    );
+    assert_eq!(out.matches("\"export-name\"").count(), 1, "one export\n{out}");
     assert!(out.contains("\"export-name\": \"\""), "{out}");
     assert!(out.contains("base:allocation"), "{out}");
     assert!(out.contains("\"is_read_only\": false"), "{out}");
@@ -207,10 +171,7 @@ fn nbdinfo_size_list_map() {
     let w = nbdsh(&dir, "w", "h.pwrite(b\"x\" * 4096, 0)\n");
     let o = run_captive(&["memory", "1M"], &format!("{w} && nbdinfo --map \"$uri\""));
     let out = ok(&o);
-    let rows: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{out}");
     assert_eq!(&rows[0][..3], &["0", "32768", "0"], "{out}");
     assert_eq!(rows[0][3], "data");
@@ -226,17 +187,10 @@ fn nbdcopy_roundtrip() {
     let dst = dir.str("out.img");
     let data = pattern(42, 8 << 20);
     fs::write(&src, &data).unwrap();
-    let script = format!(
-        "nbdcopy {} \"$uri\" && nbdcopy \"$uri\" {}",
-        sq(&src),
-        sq(&dst)
-    );
+    let script = format!("nbdcopy {} \"$uri\" && nbdcopy \"$uri\" {}", sq(&src), sq(&dst));
     let o = run_captive(&["memory", "8M"], &script);
     ok(&o);
-    assert!(
-        fs::read(&dst).unwrap() == data,
-        "nbdcopy round trip changed the data"
-    );
+    assert!(fs::read(&dst).unwrap() == data, "nbdcopy round trip changed the data");
 }
 
 #[test]
@@ -266,14 +220,8 @@ fn nbdcopy_two_clients_in_parallel() {
     let o = run_captive_timeout(&["memory", "16M"], &script, Duration::from_secs(120));
     let out = ok(&o);
     assert!(!out.contains("failed"), "{}", show(&o));
-    assert!(
-        fs::read(&o1).unwrap() == data,
-        "first parallel copy differs"
-    );
-    assert!(
-        fs::read(&o2).unwrap() == data,
-        "second parallel copy differs"
-    );
+    assert!(fs::read(&o1).unwrap() == data, "first parallel copy differs");
+    assert!(fs::read(&o2).unwrap() == data, "second parallel copy differs");
 }
 
 #[test]
@@ -363,29 +311,16 @@ fn file_plugin_read_write() {
     fs::write(&img, &data).unwrap();
     let out = dir.str("out.img");
     let w = nbdsh(&dir, "w", "h.pwrite(b\"FILEPLUGIN\", 1024)\nh.flush()\n");
-    let o = run_captive(
-        &["file", &img],
-        &format!("nbdcopy \"$uri\" {} && {w}", sq(&out)),
-    );
+    let o = run_captive(&["file", &img], &format!("nbdcopy \"$uri\" {} && {w}", sq(&out)));
     ok(&o);
-    assert!(
-        fs::read(&out).unwrap() == data,
-        "file plugin served different bytes"
-    );
+    assert!(fs::read(&out).unwrap() == data, "file plugin served different bytes");
     let now = fs::read(&img).unwrap();
-    assert_eq!(
-        &now[1024..1034],
-        b"FILEPLUGIN",
-        "write did not reach the file"
-    );
+    assert_eq!(&now[1024..1034], b"FILEPLUGIN", "write did not reach the file");
     assert_eq!(&now[..1024], &data[..1024]);
     assert_eq!(&now[1034..], &data[1034..]);
 
     // file= form, read-only.
-    let o = run_captive(
-        &["-r", "file", &format!("file={img}")],
-        "nbdinfo --json \"$uri\"",
-    );
+    let o = run_captive(&["-r", "file", &format!("file={img}")], "nbdinfo --json \"$uri\"");
     let out = ok(&o);
     assert!(out.contains("\"is_read_only\": true"), "{out}");
     assert!(out.contains("\"export-size\": 2097152"), "{out}");
@@ -401,25 +336,18 @@ fn tar_plugin_member() {
     let disk = pattern(45, 1 << 20);
     fs::write(dir.join("disk.img"), &disk).unwrap();
     let mut c = std::process::Command::new("tar");
-    c.current_dir(&dir.path)
-        .args(["cf", "data.tar", "a.txt", "disk.img"]);
+    c.current_dir(&dir.path).args(["cf", "data.tar", "a.txt", "disk.img"]);
     ok(&run_with_timeout(c, DEFAULT_TIMEOUT));
     let tarf = dir.str("data.tar");
     let out = dir.str("out.img");
     let w = nbdsh(&dir, "w", "h.pwrite(b\"TARWRITE\", 4096)\n");
     let o = run_captive(
         &["tar", &format!("tar={tarf}"), "file=disk.img"],
-        &format!(
-            "nbdinfo --size \"$uri\" && nbdcopy \"$uri\" {} && {w}",
-            sq(&out)
-        ),
+        &format!("nbdinfo --size \"$uri\" && nbdcopy \"$uri\" {} && {w}", sq(&out)),
     );
     let s = ok(&o);
     assert_eq!(s.lines().next().unwrap().trim(), "1048576");
-    assert!(
-        fs::read(&out).unwrap() == disk,
-        "tar member contents differ"
-    );
+    assert!(fs::read(&out).unwrap() == disk, "tar member contents differ");
     // Written in place: the archive still lists and extracts.
     let mut c = std::process::Command::new("tar");
     c.args(["xOf", &tarf, "disk.img"]);

@@ -8,7 +8,14 @@
 
 mod support;
 
+mod captive;
 mod cli;
 mod clients;
+mod filters;
+mod lifecycle;
+mod plugin_example1;
+mod plugin_file;
+mod plugin_tar;
 mod protocol_raw;
 mod sandbox;
+mod third_party;

@@ -33,11 +33,7 @@ fn greeting_and_flags() {
     let g = c.read_n(18);
     assert_eq!(&g[0..8], b"NBDMAGIC");
     assert_eq!(&g[8..16], b"IHAVEOPT");
-    assert_eq!(
-        &g[16..18],
-        &[0, 3],
-        "handshake flags FIXED_NEWSTYLE|NO_ZEROES"
-    );
+    assert_eq!(&g[16..18], &[0, 3], "handshake flags FIXED_NEWSTYLE|NO_ZEROES");
 
     // A client flag the server did not offer: connection dropped.
     let mut c = srv.raw();
@@ -63,10 +59,7 @@ fn opt_list_once_then_invalid() {
 
     let r = c.option(OPT_LIST, &[]);
     assert_eq!(r.len(), 1);
-    assert_eq!(
-        r[0].typ, REP_ERR_INVALID,
-        "second LIST on a connection is ERR_INVALID"
-    );
+    assert_eq!(r[0].typ, REP_ERR_INVALID, "second LIST on a connection is ERR_INVALID");
 
     // LIST with data is invalid too (fresh connection).
     let mut d = RawClient::connect_fixed(&srv.sock);
@@ -132,11 +125,7 @@ fn info_then_go_same_answers() {
     let info = c.info_or_go(OPT_INFO, "", &infos);
     assert_eq!(info.last().unwrap().typ, REP_ACK, "{info:?}");
     assert_eq!(info[0].typ, REP_INFO);
-    assert_eq!(
-        be16_of(&info[0].data),
-        INFO_EXPORT,
-        "INFO_EXPORT comes first"
-    );
+    assert_eq!(be16_of(&info[0].data), INFO_EXPORT, "INFO_EXPORT comes first");
     assert_eq!(c.size, MIB);
     assert_eq!(c.eflags, 0x0d6d);
     let names: Vec<_> = info
@@ -144,29 +133,17 @@ fn info_then_go_same_answers() {
         .filter(|r| r.typ == REP_INFO && be16_of(&r.data) == INFO_NAME)
         .collect();
     assert_eq!(names.len(), 1, "INFO_NAME requested: sent once");
-    assert_eq!(
-        names[0].data.len(),
-        2,
-        "canonical name of the default export is \"\""
-    );
+    assert_eq!(names[0].data.len(), 2, "canonical name of the default export is \"\"");
     for r in &info {
         if r.typ == REP_INFO && be16_of(&r.data) == INFO_BLOCK_SIZE {
             assert_eq!(r.data.len(), 14);
-            let (min, pref, max) = (
-                be32_of(&r.data[2..]),
-                be32_of(&r.data[6..]),
-                be32_of(&r.data[10..]),
-            );
+            let (min, pref, max) = (be32_of(&r.data[2..]), be32_of(&r.data[6..]), be32_of(&r.data[10..]));
             assert!(min.is_power_of_two() && pref.is_power_of_two() && min <= pref && pref <= max);
         }
     }
     // Still haggling: GO with the same request answers the same.
     let go = c.go("", &infos).expect("GO after INFO");
-    let strip = |v: &[OptReply]| {
-        v.iter()
-            .map(|r| (r.typ, r.data.clone()))
-            .collect::<Vec<_>>()
-    };
+    let strip = |v: &[OptReply]| v.iter().map(|r| (r.typ, r.data.clone())).collect::<Vec<_>>();
     assert_eq!(strip(&info), strip(&go), "INFO and GO must agree");
     // No padding after GO: transmission starts right away.
     assert_eq!(c.read(0, 512).unwrap(), vec![0u8; 512]);
@@ -281,20 +258,14 @@ fn meta_contexts() {
     let srv = mem1m();
     let mut c = RawClient::connect_fixed(&srv.sock);
     // LIST is allowed before structured replies.
-    let r = c.option(
-        OPT_LIST_META_CONTEXT,
-        &meta_payload("", &["base:allocation"]),
-    );
+    let r = c.option(OPT_LIST_META_CONTEXT, &meta_payload("", &["base:allocation"]));
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[0].typ, REP_META_CONTEXT);
     assert_eq!(be32_of(&r[0].data), 0, "LIST replies use context id 0");
     assert_eq!(&r[0].data[4..], b"base:allocation");
     assert_eq!(r[1].typ, REP_ACK);
     // SET before structured replies: invalid.
-    let r = c.option(
-        OPT_SET_META_CONTEXT,
-        &meta_payload("", &["base:allocation"]),
-    );
+    let r = c.option(OPT_SET_META_CONTEXT, &meta_payload("", &["base:allocation"]));
     assert_eq!(r.last().unwrap().typ, REP_ERR_INVALID);
 
     assert_eq!(c.option(OPT_STRUCTURED_REPLY, &[])[0].typ, REP_ACK);
@@ -318,10 +289,7 @@ fn meta_contexts() {
     let r = c.option(OPT_SET_META_CONTEXT, &p);
     assert_eq!(r.last().unwrap().typ, REP_ERR_INVALID);
     // Select base:allocation: id 1.
-    let r = c.option(
-        OPT_SET_META_CONTEXT,
-        &meta_payload("", &["base:allocation"]),
-    );
+    let r = c.option(OPT_SET_META_CONTEXT, &meta_payload("", &["base:allocation"]));
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[0].typ, REP_META_CONTEXT);
     assert_eq!(be32_of(&r[0].data), 1);
@@ -342,16 +310,8 @@ fn validation_read_only_eperm_first() {
     let srv = Server::start(&["-r", "memory", "1M"]);
     let mut c = RawClient::open(&srv.sock, true, true);
     assert_eq!(c.write(0, &[1; 512]), EPERM);
-    assert_eq!(
-        c.write(MIB - 256, &[1; 512]),
-        EPERM,
-        "read-only wins over out of range"
-    );
-    assert_eq!(
-        c.write(2 * MIB, &[]),
-        EPERM,
-        "read-only wins over zero length"
-    );
+    assert_eq!(c.write(MIB - 256, &[1; 512]), EPERM, "read-only wins over out of range");
+    assert_eq!(c.write(2 * MIB, &[]), EPERM, "read-only wins over zero length");
     assert_eq!(c.cmd(CMD_TRIM, 0, 0, 4096), EPERM);
     assert_eq!(c.cmd(CMD_TRIM, 0, 4 * MIB, 4096), EPERM);
     assert_eq!(c.cmd(CMD_WRITE_ZEROES, 0, 0, 4096), EPERM);
@@ -374,11 +334,7 @@ fn validation_out_of_range() {
     assert_eq!(c.cmd(CMD_WRITE_ZEROES, 0, 8 * MIB, 1), ENOSPC);
     assert_eq!(c.read(straddle, 1024), Err(EINVAL));
     assert_eq!(c.read(MIB, 1), Err(EINVAL));
-    assert_eq!(
-        c.read(u64::MAX - 100, 512),
-        Err(EINVAL),
-        "offset+length overflow"
-    );
+    assert_eq!(c.read(u64::MAX - 100, 512), Err(EINVAL), "offset+length overflow");
     assert_eq!(c.read(1 << 63, 512), Err(EINVAL));
     assert_eq!(c.cmd(CMD_TRIM, 0, straddle, 1024), EINVAL);
     assert_eq!(c.cmd(CMD_CACHE, 0, straddle, 1024), EINVAL);
@@ -417,11 +373,7 @@ fn validation_flush_unknown_commands_and_flags() {
     }
     // Unknown flag bits.
     for bit in [5u16, 7, 15] {
-        assert_eq!(
-            c.read_flags(0, 512, 1 << bit),
-            Err(EINVAL),
-            "READ with flag bit {bit}"
-        );
+        assert_eq!(c.read_flags(0, 512, 1 << bit), Err(EINVAL), "READ with flag bit {bit}");
     }
     assert_eq!(
         c.request(1 << 9, CMD_WRITE, 0, 512, &[1; 512]).error,
@@ -429,15 +381,8 @@ fn validation_flush_unknown_commands_and_flags() {
         "WRITE with unknown flag"
     );
     // Flags on the wrong command.
-    assert_eq!(
-        c.request(CMD_FLAG_NO_HOLE, CMD_WRITE, 0, 512, &[1; 512])
-            .error,
-        EINVAL
-    );
-    assert_eq!(
-        c.request(CMD_FLAG_DF, CMD_WRITE, 0, 512, &[1; 512]).error,
-        EINVAL
-    );
+    assert_eq!(c.request(CMD_FLAG_NO_HOLE, CMD_WRITE, 0, 512, &[1; 512]).error, EINVAL);
+    assert_eq!(c.request(CMD_FLAG_DF, CMD_WRITE, 0, 512, &[1; 512]).error, EINVAL);
     assert_eq!(c.read_flags(0, 512, CMD_FLAG_REQ_ONE), Err(EINVAL));
     assert_eq!(c.read_flags(0, 512, CMD_FLAG_NO_HOLE), Err(EINVAL));
     assert_eq!(c.cmd(CMD_TRIM, CMD_FLAG_FAST_ZERO, 0, 512), EINVAL);
@@ -446,21 +391,10 @@ fn validation_flush_unknown_commands_and_flags() {
     assert_eq!(c.read(0, 512).unwrap(), vec![0u8; 512]);
     // Accepted: FUA anywhere (advertised), DF on READ with SR.
     assert_eq!(c.read_flags(0, 512, CMD_FLAG_FUA), Ok(vec![0u8; 512]));
-    assert_eq!(
-        c.request(CMD_FLAG_FUA, CMD_WRITE, 0, 512, &[9; 512]).error,
-        0
-    );
+    assert_eq!(c.request(CMD_FLAG_FUA, CMD_WRITE, 0, 512, &[9; 512]).error, 0);
     assert_eq!(c.cmd(CMD_FLUSH, CMD_FLAG_FUA, 0, 0), 0);
     assert_eq!(c.cmd(CMD_TRIM, CMD_FLAG_FUA, 4096, 4096), 0);
-    assert_eq!(
-        c.cmd(
-            CMD_WRITE_ZEROES,
-            CMD_FLAG_NO_HOLE | CMD_FLAG_FUA,
-            8192,
-            4096
-        ),
-        0
-    );
+    assert_eq!(c.cmd(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE | CMD_FLAG_FUA, 8192, 4096), 0);
     assert_eq!(c.cmd(CMD_WRITE_ZEROES, CMD_FLAG_FAST_ZERO, 8192, 4096), 0);
     let r = c.request(CMD_FLAG_DF, CMD_READ, 0, 512, &[]);
     assert_eq!(r.error, 0);
@@ -475,19 +409,11 @@ fn validation_df_and_block_status_need_negotiation() {
     // No structured replies at all.
     let mut c = RawClient::open(&srv.sock, false, false);
     assert_eq!(c.eflags & TF_SEND_DF, 0);
-    assert_eq!(
-        c.read_flags(0, 512, CMD_FLAG_DF),
-        Err(EINVAL),
-        "DF without SR"
-    );
+    assert_eq!(c.read_flags(0, 512, CMD_FLAG_DF), Err(EINVAL), "DF without SR");
     let r = c.request(0, CMD_BLOCK_STATUS, 0, 4096, &[]);
     assert!(r.simple);
     assert_eq!(r.error, EINVAL, "BLOCK_STATUS without SR");
-    assert_eq!(
-        c.read(0, 512).unwrap().len(),
-        512,
-        "simple READ still works"
-    );
+    assert_eq!(c.read(0, 512).unwrap().len(), 512, "simple READ still works");
     // SR but no context selected.
     let mut c = RawClient::open(&srv.sock, true, false);
     assert_eq!(
@@ -499,10 +425,7 @@ fn validation_df_and_block_status_need_negotiation() {
     let mut c = RawClient::connect_fixed(&srv.sock);
     assert_eq!(c.option(OPT_STRUCTURED_REPLY, &[])[0].typ, REP_ACK);
     c.sr = true;
-    let r = c.option(
-        OPT_SET_META_CONTEXT,
-        &meta_payload("other", &["base:allocation"]),
-    );
+    let r = c.option(OPT_SET_META_CONTEXT, &meta_payload("other", &["base:allocation"]));
     assert_eq!(r.last().unwrap().typ, REP_ACK);
     c.go("", &[]).unwrap();
     assert_eq!(c.block_status(0, 4096, 0), Err(EINVAL));
@@ -637,14 +560,7 @@ fn pipelined_32_requests() {
         let cookie = 0xC0DE_0000_0000_0000 | (i * 7919);
         if i % 2 == 0 {
             let k = i / 2;
-            c.send_request_cookie(
-                cookie,
-                0,
-                CMD_WRITE,
-                k * 4096,
-                4096,
-                &pattern(200 + k, 4096),
-            );
+            c.send_request_cookie(cookie, 0, CMD_WRITE, k * 4096, 4096, &pattern(200 + k, 4096));
             expect.insert(cookie, None);
         } else {
             let k = i / 2;

@@ -11,11 +11,7 @@ const MIB: u64 = 1 << 20;
 
 fn hostile_server() -> Server {
     let w = guest("hostile.wasm");
-    Server::start(&[
-        "--call-timeout=1",
-        "--memory-limit=64M",
-        w.to_str().unwrap(),
-    ])
+    Server::start(&["--call-timeout=1", "--memory-limit=64M", w.to_str().unwrap()])
 }
 
 #[track_caller]
@@ -42,18 +38,12 @@ fn hostile_guest_is_contained() {
     let r = c.read(8192, 512);
     let took = t.elapsed();
     assert!(r.is_err(), "endless loop must fail the request");
-    assert!(
-        took < Duration::from_secs(10),
-        "call timeout of 1 s took {took:?}"
-    );
+    assert!(took < Duration::from_secs(10), "call timeout of 1 s took {took:?}");
     read0_works(&mut c, "after a timeout");
 
     // Unbounded memory growth: stopped by --memory-limit.
     let t = Instant::now();
-    assert!(
-        c.read(12288, 512).is_err(),
-        "memory bomb must fail the request"
-    );
+    assert!(c.read(12288, 512).is_err(), "memory bomb must fail the request");
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "memory bomb took {:?}",
@@ -78,11 +68,7 @@ fn hostile_guest_is_contained() {
     assert!(std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
     let mut d = RawClient::open(&srv.sock, false, false);
     read0_works(&mut d, "on a new connection");
-    assert_eq!(
-        d.read(4096, 512),
-        Err(EIO),
-        "simple replies: trap is EIO too"
-    );
+    assert_eq!(d.read(4096, 512), Err(EIO), "simple replies: trap is EIO too");
     read0_works(&mut d, "on a new connection after a trap");
     drop(c);
     drop(d);
@@ -122,11 +108,7 @@ print("CONTAINED")
         sq(f.to_str().unwrap())
     );
     let o = run_captive(
-        &[
-            "--call-timeout=1",
-            "--memory-limit=64M",
-            w.to_str().unwrap(),
-        ],
+        &["--call-timeout=1", "--memory-limit=64M", w.to_str().unwrap()],
         &script,
     );
     assert!(ok(&o).contains("CONTAINED"), "{}", show(&o));
@@ -140,10 +122,7 @@ fn memory_limit_gives_enospc() {
     for i in 0..160u64 {
         let e = c.write(i * MIB, &pattern(1000 + i, MIB as usize));
         if e != 0 {
-            assert_eq!(
-                e, ENOSPC,
-                "out of guest memory must be ENOSPC (after {i} MiB)"
-            );
+            assert_eq!(e, ENOSPC, "out of guest memory must be ENOSPC (after {i} MiB)");
             failed_at = Some(i);
             break;
         }
@@ -180,35 +159,20 @@ fn escape_attempts_refused() {
     let dir = TempDir::new("esc");
     let granted = dir.str("granted.img");
     fs::write(&granted, vec![0u8; 1 << 20]).unwrap();
-    fs::write(
-        dir.join("sibling-secret.txt"),
-        b"TOP-SECRET-SIBLING-CONTENT\n",
-    )
-    .unwrap();
+    fs::write(dir.join("sibling-secret.txt"), b"TOP-SECRET-SIBLING-CONTENT\n").unwrap();
     tool("nbdinfo");
     tool("nbdcopy");
-    let script = "echo RAN; nbdinfo --size \"$uri\" || echo INFO-FAILED; nbdcopy \"$uri\" null: || echo COPY-FAILED; exit 0";
-    let o = run_captive(
-        &["-v", w.to_str().unwrap(), &format!("file={granted}")],
-        script,
-    );
-    assert_eq!(
-        o.status.signal(),
-        None,
-        "host killed by a signal\n{}",
-        show(&o)
-    );
+    let script =
+        "echo RAN; nbdinfo --size \"$uri\" || echo INFO-FAILED; nbdcopy \"$uri\" null: || echo COPY-FAILED; exit 0";
+    let o = run_captive(&["-v", w.to_str().unwrap(), &format!("file={granted}")], script);
+    assert_eq!(o.status.signal(), None, "host killed by a signal\n{}", show(&o));
     let all = format!("{}\n{}", stdout(&o), stderr(&o));
     assert!(
         !all.contains("TOP-SECRET-SIBLING"),
         "sibling file content leaked\n{}",
         show(&o)
     );
-    assert!(
-        !all.contains("root:x:0:0"),
-        "/etc/passwd leaked\n{}",
-        show(&o)
-    );
+    assert!(!all.contains("root:x:0:0"), "/etc/passwd leaked\n{}", show(&o));
     if stdout(&o).contains("RAN") {
         // Loaded: every attempt must have been refused and logged as such.
         assert_eq!(o.status.code(), Some(0), "{}", show(&o));
@@ -219,20 +183,12 @@ fn escape_attempts_refused() {
             "expected the 4 escape attempts logged as refused\n{}",
             show(&o)
         );
-        assert!(
-            !err.contains("SUCCEEDED"),
-            "an escape attempt succeeded\n{}",
-            show(&o)
-        );
+        assert!(!err.contains("SUCCEEDED"), "an escape attempt succeeded\n{}", show(&o));
     } else {
         // Refused to load: a clear error about the unsatisfied import.
         assert_exit1(&o);
         let err = stderr(&o);
-        assert!(
-            err.contains(&format!("{}: error:", prog_name())),
-            "{}",
-            show(&o)
-        );
+        assert!(err.contains(&format!("{}: error:", prog_name())), "{}", show(&o));
         assert!(
             err.to_lowercase().contains("import"),
             "load error should mention the unsatisfied import\n{}",

@@ -92,10 +92,7 @@ pub fn tool(name: &str) -> PathBuf {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(
-            ok,
-            "/usr/bin/python3 cannot `import nbd`: install python3-libnbd"
-        );
+        assert!(ok, "/usr/bin/python3 cannot `import nbd`: install python3-libnbd");
     }
     p
 }
@@ -175,9 +172,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .env("PATH", child_path())
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {desc}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {desc}: {e}"));
     let out_rx = reader(child.stdout.take().unwrap());
     let err_rx = reader(child.stderr.take().unwrap());
     let deadline = Instant::now() + timeout;
@@ -189,12 +184,8 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
             kill_group(child.id(), "-KILL");
             let _ = child.kill();
             let _ = child.wait();
-            let out = out_rx
-                .recv_timeout(Duration::from_secs(2))
-                .unwrap_or_default();
-            let err = err_rx
-                .recv_timeout(Duration::from_secs(2))
-                .unwrap_or_default();
+            let out = out_rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+            let err = err_rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
             panic!(
                 "TIMEOUT after {timeout:?}: {desc}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                 String::from_utf8_lossy(&out),
@@ -267,12 +258,7 @@ pub fn ok(o: &Output) -> String {
 #[track_caller]
 pub fn assert_exit1(o: &Output) {
     assert_eq!(o.status.signal(), None, "killed by a signal\n{}", show(o));
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected exit status 1\n{}",
-        show(o)
-    );
+    assert_eq!(o.status.code(), Some(1), "expected exit status 1\n{}", show(o));
 }
 
 /// Shell-quote a string for `/bin/sh` (single quotes).
@@ -319,17 +305,12 @@ impl Server {
             .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
             .env("PATH", child_path())
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(s) = fs::read_to_string(&pidfile) {
                 if s.ends_with('\n') {
-                    let pid: u32 = s
-                        .trim()
-                        .parse()
-                        .map_err(|e| format!("bad pidfile {s:?}: {e}"))?;
+                    let pid: u32 = s.trim().parse().map_err(|e| format!("bad pidfile {s:?}: {e}"))?;
                     let srv = Server {
                         sock,
                         pidfile,
@@ -379,8 +360,7 @@ impl Server {
 
     /// SIGTERM, wait (≤ 20 s) and return the exit status.
     pub fn stop(mut self) -> ExitStatus {
-        self.shutdown()
-            .expect("server did not exit within 20 s of SIGTERM")
+        self.shutdown().expect("server did not exit within 20 s of SIGTERM")
     }
 
     fn shutdown(&mut self) -> Option<ExitStatus> {
@@ -388,9 +368,7 @@ impl Server {
         if let Some(st) = child.try_wait().unwrap() {
             return Some(st);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait().unwrap() {
@@ -578,11 +556,7 @@ impl RawClient {
     pub fn connect(path: &Path) -> RawClient {
         let mut c = RawClient::connect_no_greeting(path);
         let g = c.read_n(18);
-        assert_eq!(
-            be64(&g[0..]),
-            NBDMAGIC,
-            "greeting must start with NBDMAGIC: {g:02x?}"
-        );
+        assert_eq!(be64(&g[0..]), NBDMAGIC, "greeting must start with NBDMAGIC: {g:02x?}");
         assert_eq!(
             be64(&g[8..]),
             IHAVEOPT,
@@ -593,8 +567,7 @@ impl RawClient {
     }
 
     pub fn connect_no_greeting(path: &Path) -> RawClient {
-        let s =
-            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
         RawClient {
@@ -623,23 +596,12 @@ impl RawClient {
         let mut c = RawClient::connect_fixed(path);
         if sr {
             let r = c.option(OPT_STRUCTURED_REPLY, &[]);
-            assert_eq!(
-                r.last().unwrap().typ,
-                REP_ACK,
-                "STRUCTURED_REPLY refused: {r:?}"
-            );
+            assert_eq!(r.last().unwrap().typ, REP_ACK, "STRUCTURED_REPLY refused: {r:?}");
             c.sr = true;
         }
         if meta {
-            let r = c.option(
-                OPT_SET_META_CONTEXT,
-                &meta_payload("", &["base:allocation"]),
-            );
-            assert_eq!(
-                r.last().unwrap().typ,
-                REP_ACK,
-                "SET_META_CONTEXT refused: {r:?}"
-            );
+            let r = c.option(OPT_SET_META_CONTEXT, &meta_payload("", &["base:allocation"]));
+            assert_eq!(r.last().unwrap().typ, REP_ACK, "SET_META_CONTEXT refused: {r:?}");
         }
         c.go("", &[]).expect("GO failed");
         c
@@ -680,12 +642,7 @@ impl RawClient {
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return true,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    return false
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("unexpected read error: {e}"),
             }
@@ -740,11 +697,7 @@ impl RawClient {
                 .iter()
                 .filter(|x| x.typ == REP_INFO && be16(&x.data) == INFO_EXPORT)
                 .collect();
-            assert_eq!(
-                ex.len(),
-                1,
-                "exactly one NBD_INFO_EXPORT expected before ACK: {r:?}"
-            );
+            assert_eq!(ex.len(), 1, "exactly one NBD_INFO_EXPORT expected before ACK: {r:?}");
             assert_eq!(ex[0].data.len(), 12, "NBD_INFO_EXPORT must be 12 bytes");
             self.size = be64(&ex[0].data[2..]);
             self.eflags = be16(&ex[0].data[10..]);
@@ -765,29 +718,14 @@ impl RawClient {
 
     // ------------------------------ transmission ----------------------------
 
-    pub fn send_request(
-        &mut self,
-        flags: u16,
-        typ: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
-    ) -> u64 {
+    pub fn send_request(&mut self, flags: u16, typ: u16, offset: u64, len: u32, payload: &[u8]) -> u64 {
         let cookie = self.next_cookie;
         self.next_cookie += 1;
         self.send_request_cookie(cookie, flags, typ, offset, len, payload);
         cookie
     }
 
-    pub fn send_request_cookie(
-        &mut self,
-        cookie: u64,
-        flags: u16,
-        typ: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
-    ) {
+    pub fn send_request_cookie(&mut self, cookie: u64, flags: u16, typ: u16, offset: u64, len: u32, payload: &[u8]) {
         let mut b = Vec::with_capacity(28 + payload.len());
         b.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
         b.extend_from_slice(&flags.to_be_bytes());
@@ -838,10 +776,7 @@ impl RawClient {
                     };
                 }
                 STRUCTURED_REPLY_MAGIC => {
-                    assert!(
-                        self.sr,
-                        "structured reply chunk without structured replies negotiated"
-                    );
+                    assert!(self.sr, "structured reply chunk without structured replies negotiated");
                     let h = self.read_n(16);
                     let flags = be16(&h);
                     let typ = be16(&h[2..]);
@@ -895,11 +830,7 @@ impl RawClient {
                         CHUNK_BLOCK_STATUS => {}
                         t => panic!("unknown chunk type {t}"),
                     }
-                    rep.chunks.push(Chunk {
-                        flags,
-                        typ,
-                        payload,
-                    });
+                    rep.chunks.push(Chunk { flags, typ, payload });
                     if flags & REPLY_FLAG_DONE != 0 {
                         self.pending.remove(&cookie);
                         let mut r = self.partial.remove(&cookie).unwrap();
@@ -915,14 +846,7 @@ impl RawClient {
     }
 
     /// Send one request and wait for its reply.
-    pub fn request(
-        &mut self,
-        flags: u16,
-        typ: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
-    ) -> Reply {
+    pub fn request(&mut self, flags: u16, typ: u16, offset: u64, len: u32, payload: &[u8]) -> Reply {
         let c = self.send_request(flags, typ, offset, len, payload);
         let r = self.next_reply();
         assert_eq!(r.cookie, c, "reply cookie mismatch");
@@ -944,8 +868,7 @@ impl RawClient {
     }
 
     pub fn write(&mut self, offset: u64, data: &[u8]) -> u32 {
-        self.request(0, CMD_WRITE, offset, data.len() as u32, data)
-            .error
+        self.request(0, CMD_WRITE, offset, data.len() as u32, data).error
     }
 
     /// A payload-free command; returns the NBD error.
@@ -954,27 +877,13 @@ impl RawClient {
     }
 
     /// BLOCK_STATUS: Ok((context id, descriptors)).
-    pub fn block_status(
-        &mut self,
-        offset: u64,
-        len: u32,
-        flags: u16,
-    ) -> Result<(u32, Vec<(u32, u32)>), u32> {
+    pub fn block_status(&mut self, offset: u64, len: u32, flags: u16) -> Result<(u32, Vec<(u32, u32)>), u32> {
         let r = self.request(flags, CMD_BLOCK_STATUS, offset, len, &[]);
         if r.error != 0 {
             return Err(r.error);
         }
-        let bs: Vec<_> = r
-            .chunks
-            .iter()
-            .filter(|c| c.typ == CHUNK_BLOCK_STATUS)
-            .collect();
-        assert_eq!(
-            bs.len(),
-            1,
-            "one BLOCK_STATUS chunk expected: {:?}",
-            r.chunks
-        );
+        let bs: Vec<_> = r.chunks.iter().filter(|c| c.typ == CHUNK_BLOCK_STATUS).collect();
+        assert_eq!(bs.len(), 1, "one BLOCK_STATUS chunk expected: {:?}", r.chunks);
         let p = &bs[0].payload;
         assert!(
             p.len() >= 12 && (p.len() - 4) % 8 == 0,

@@ -91,12 +91,13 @@ fn report(stack: &Stack, e: &CallError) {
         CallError::Guest(g) if g.message.is_some() => log::error!("{}: {what}", stack.name()),
         CallError::Guest(_) => {}
         CallError::Trap(_) => {
-            let lost = if stack.shared_state() {
+            // A plugin that keeps the disk in its own memory loses it with its instance.
+            let lost = if stack.info().shared_state {
                 " and the data it held is lost"
             } else {
                 ""
             };
-            log::error!("{}: {what}; the instance is replaced{lost}", stack.name());
+            log::error!("{what}; the instance is replaced{lost}");
         }
     }
 }

@@ -367,8 +367,9 @@ fn print_plugin_dump(stack: &Stack) {
     }
     println!("wit={}", crate::runtime::bindings::WIT_PACKAGE);
     println!(
-        "max_thread_model={0}\nthread_model={0}",
-        thread_model_name(info.thread_model)
+        "max_thread_model={}\nthread_model={}",
+        thread_model_name(info.thread_model),
+        thread_model_name(stack.thread_model())
     );
     if let Some(key) = &info.magic_config_key {
         println!("magic_config_key={key}");

@@ -76,7 +76,8 @@ impl Instance {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(CallError::Guest(e)),
-            Err(trap) => Err(CallError::Trap(trap)),
+            // Each layer a trap passes through adds its name; the innermost one is the culprit.
+            Err(trap) => Err(CallError::Trap(trap.context(format!("{LAYER_CONTEXT}{}", self.name())))),
         }
     }
 
@@ -97,7 +98,10 @@ impl Instance {
     }
 }
 
-/// A one-line account of a failed call, for the log.
+/// How a trap names the layers it passed through.
+const LAYER_CONTEXT: &str = "in layer ";
+
+/// A one-line account of a failed call, for the log; a trap names the layer it happened in.
 pub fn describe_failure(e: &CallError, deadline_ticks: u64) -> String {
     match e {
         CallError::Guest(g) => g
@@ -105,24 +109,17 @@ pub fn describe_failure(e: &CallError, deadline_ticks: u64) -> String {
             .clone()
             .unwrap_or_else(|| format!("{:?}", g.errno).to_lowercase()),
         CallError::Trap(t) => {
-            let layers: Vec<String> = t
+            let layer = t
                 .chain()
-                .map(|c| c.to_string())
-                .filter(|c| c.starts_with("in layer "))
-                .collect();
-            let place = if layers.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", layers.join(", "))
-            };
+                .filter_map(|c| c.to_string().strip_prefix(LAYER_CONTEXT).map(str::to_owned))
+                .last();
+            let layer = layer.unwrap_or_else(|| "?".into());
             match t.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => {
-                    format!(
-                        "call exceeded its deadline of {} ms{place}",
-                        deadline_ticks * EPOCH_TICK.as_millis() as u64
-                    )
-                }
-                _ => format!("trapped{place}: {}", t.root_cause()),
+                Some(Trap::Interrupt) => format!(
+                    "{layer}: call exceeded its deadline of {} ms",
+                    deadline_ticks * EPOCH_TICK.as_millis() as u64
+                ),
+                _ => format!("{layer}: trapped: {}", t.root_cause()),
             }
         }
     }

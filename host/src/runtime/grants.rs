@@ -38,6 +38,12 @@ impl Grants {
 /// Open `path` for a file grant: read-write unless `readonly`, falling
 /// back to read-only when the file is not writable (as nbdkit ≥1.22 does).
 pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
+    if std::fs::metadata(path)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a directory (use dir= to serve the files in it)",
+        ));
+    }
     let open = |write: bool| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -57,9 +63,6 @@ pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
         }
     };
     let kind = file.metadata()?.file_type();
-    if kind.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory (use dir=)"));
-    }
     if !kind.is_file() && !kind.is_block_device() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

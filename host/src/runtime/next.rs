@@ -38,7 +38,6 @@ impl LayerCtx {
         f: impl FnOnce(&PluginExports, &mut Store<LayerCtx>) -> Result<std::result::Result<R, GuestError>>,
     ) -> GuestResult<R> {
         let next = self.next_layer()?;
-        let name = next.name().to_owned();
         let result = next.call(|p, s| {
             s.data_mut().buffers = buffers;
             f(p, s)
@@ -46,7 +45,7 @@ impl LayerCtx {
         match result {
             Ok(value) => Ok(Ok(value)),
             Err(CallError::Guest(e)) => Ok(Err(e)),
-            Err(CallError::Trap(t)) => Err(t.context(format!("in layer {name}"))),
+            Err(CallError::Trap(t)) => Err(t),
         }
     }
 

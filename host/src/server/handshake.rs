@@ -3,7 +3,6 @@
 
 use super::ServerConfig;
 use crate::chain::Context;
-use crate::lifecycle::shutdown;
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self as codec, InvalidOption};
@@ -78,9 +77,6 @@ pub fn negotiate(
 
         let outcome = if !fixed && option != OPT_EXPORT_NAME {
             h.error(option, REP_ERR_INVALID, "fixed newstyle was not negotiated");
-            None
-        } else if shutdown::requested() && option != OPT_ABORT {
-            h.error(option, REP_ERR_SHUTDOWN, "server is shutting down");
             None
         } else {
             match option {

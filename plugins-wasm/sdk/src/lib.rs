@@ -162,3 +162,58 @@ impl Default for Capabilities {
         }
     }
 }
+
+/// Write the [`plugin::GuestConnection`] methods of calls a plugin does not support (and
+/// whose capability it reports as absent, so the host never sends them): write-class calls
+/// fail with EROFS, the others with EINVAL.
+///
+/// ```ignore
+/// impl GuestConnection for MyConnection {
+///     fn pread(&self, ...) -> Result<()> { ... }
+///     nbdbox_sdk::not_supported!(pwrite, flush, trim, zero, extents, cache);
+/// }
+/// ```
+#[macro_export]
+macro_rules! not_supported {
+    ($($method:ident),* $(,)?) => { $( $crate::not_supported!(@one $method); )* };
+    (@one pwrite) => {
+        fn pwrite(&self, _: &$crate::WriteBuf, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
+            Err($crate::error($crate::Errno::Erofs, "pwrite: the export is read-only"))
+        }
+    };
+    (@one trim) => {
+        fn trim(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
+            Err($crate::error($crate::Errno::Erofs, "trim: the export is read-only"))
+        }
+    };
+    (@one zero) => {
+        fn zero(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
+            Err($crate::error($crate::Errno::Erofs, "zero: the export is read-only"))
+        }
+    };
+    (@one flush) => {
+        fn flush(&self, _: $crate::CmdFlags) -> $crate::Result<()> {
+            Err($crate::error($crate::Errno::Einval, "flush is not supported"))
+        }
+    };
+    (@one extents) => {
+        fn extents(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<Vec<$crate::Extent>> {
+            Err($crate::error($crate::Errno::Einval, "extents are not supported"))
+        }
+    };
+    (@one cache) => {
+        fn cache(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
+            Err($crate::error($crate::Errno::Einval, "cache is not supported"))
+        }
+    };
+    (@one prepare) => {
+        fn prepare(&self) -> $crate::Result<()> {
+            Ok(())
+        }
+    };
+    (@one finalize) => {
+        fn finalize(&self) -> $crate::Result<()> {
+            Ok(())
+        }
+    };
+}

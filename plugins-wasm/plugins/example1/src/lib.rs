@@ -3,10 +3,7 @@
 //! is never stored.
 
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-use nbdbox_sdk::{
-    error, BlockSize, Capabilities, CmdFlags, Errno, Error, Export, Extent, PluginInfo, ReadBuf, Result, ThreadModel,
-    WriteBuf,
-};
+use nbdbox_sdk::{error, BlockSize, Capabilities, CmdFlags, Errno, Export, PluginInfo, ReadBuf, Result, ThreadModel};
 
 /// The disk size: 100 MiB (204800 sectors).
 const DISK_SIZE: u64 = 104_857_600;
@@ -36,14 +33,6 @@ const fn mbr() -> [u8; 512] {
     b = put(b, 0x1ca, &204_545u32.to_le_bytes());
     // Partitions 2-4 empty; boot signature.
     put(b, 0x1fe, &[0x55, 0xaa])
-}
-
-fn read_only() -> Error {
-    error(Errno::Erofs, "example1: the disk is read-only")
-}
-
-fn unsupported(what: &str) -> Error {
-    error(Errno::Einval, format!("example1: {what} is not supported"))
 }
 
 struct Example1;
@@ -86,14 +75,6 @@ impl Guest for Example1 {
 struct Example1Connection;
 
 impl GuestConnection for Example1Connection {
-    fn prepare(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finalize(&self) -> Result<()> {
-        Ok(())
-    }
-
     fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(Example1Connection))
     }
@@ -130,29 +111,7 @@ impl GuestConnection for Example1Connection {
         Ok(())
     }
 
-    fn pwrite(&self, _src: &WriteBuf, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn flush(&self, _flags: CmdFlags) -> Result<()> {
-        Err(unsupported("flush"))
-    }
-
-    fn trim(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn zero(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn extents(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<Vec<Extent>> {
-        Err(unsupported("extents"))
-    }
-
-    fn cache(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(unsupported("cache"))
-    }
+    nbdbox_sdk::not_supported!(prepare, finalize, pwrite, flush, trim, zero, extents, cache);
 }
 
 nbdbox_sdk::export_plugin!(Example1);

@@ -13,8 +13,8 @@ use std::path::Path;
 use nbdbox_sdk::grants::{open_file, File};
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
-    config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno, Error, Export, Extent,
-    PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
+    config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno, Export, PluginInfo,
+    ReadBuf, Result, ThreadModel,
 };
 
 thread_local! {
@@ -54,10 +54,6 @@ fn try_to_escape(granted: &str) {
         open_file("other").map_err(|e| format!("{:?}: {}", e.errno, e.message.unwrap_or_default())),
     );
     report("connect to 127.0.0.1:22", std::net::TcpStream::connect("127.0.0.1:22"));
-}
-
-fn read_only() -> Error {
-    error(Errno::Erofs, "escape: the export is read-only")
 }
 
 struct Escape;
@@ -113,14 +109,6 @@ struct EscapeConnection {
 }
 
 impl GuestConnection for EscapeConnection {
-    fn prepare(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finalize(&self) -> Result<()> {
-        Ok(())
-    }
-
     fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
         Ok(Connection::new(EscapeConnection {
             file: open_file("file")?,
@@ -147,29 +135,7 @@ impl GuestConnection for EscapeConnection {
         self.file.read_into(dst, 0, count, offset)
     }
 
-    fn pwrite(&self, _src: &WriteBuf, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn flush(&self, _flags: CmdFlags) -> Result<()> {
-        Ok(())
-    }
-
-    fn trim(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn zero(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn extents(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<Vec<Extent>> {
-        Err(error(Errno::Einval, "escape: extents are not supported"))
-    }
-
-    fn cache(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Ok(())
-    }
+    nbdbox_sdk::not_supported!(prepare, finalize, pwrite, flush, trim, zero, extents, cache);
 }
 
 nbdbox_sdk::export_plugin!(Escape);

@@ -1,0 +1,199 @@
+//! Third-party components loaded by path: the out-of-tree example in
+//! `examples/hello-plugin` (built here with cargo, as a user would), one
+//! built for another WIT version, and the sandbox's refusal to link a
+//! component that imports WASI filesystem/sockets.
+
+use crate::plugin_file::nbdsh;
+use crate::support::*;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The repository root (the host package lives in `host/`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Build examples/hello-plugin once per test run (its own target dir under
+/// cargo's per-test scratch dir, so reruns are incremental) and return the .wasm.
+fn hello_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let manifest = repo_root().join("examples/hello-plugin/Cargo.toml");
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hello-plugin");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target);
+        let o = run_with_timeout(c, Duration::from_secs(900));
+        assert!(
+            o.status.success(),
+            "building examples/hello-plugin failed\n{}",
+            show(&o)
+        );
+        let wasm = target.join("wasm32-wasip2/release/hello_plugin.wasm");
+        assert!(wasm.is_file(), "{} was not built", wasm.display());
+        wasm
+    })
+}
+
+fn hello() -> &'static str {
+    hello_wasm().to_str().unwrap()
+}
+
+/// Python for nbdsh: the expected byte at `off` for `seed` (sector number XOR seed).
+const EXPECT_PY: &str =
+    "def want(off, n, seed):\n    return bytes((((off + i) // 512) & 0xff) ^ seed for i in range(n))\n";
+
+#[test]
+fn hello_plugin_serves_its_pattern() {
+    let dir = TempDir::new("hello");
+    let py = format!(
+        "{EXPECT_PY}
+assert h.get_size() == 1048576, h.get_size()
+assert h.is_read_only()
+for off, n in [(0, 4096), (511, 2), (130560, 1024), (1048576 - 700, 700)]:
+    got = h.pread(n, off)
+    assert got == want(off, n, 7), (off, got[:16])
+print('HELLO-OK')
+"
+    );
+    let o = run_captive(&[hello(), "size=1M", "seed=7"], &nbdsh(&dir, "p", &py));
+    assert!(ok(&o).contains("HELLO-OK"), "{}", show(&o));
+
+    // The magic key: a bare value is the size; seed defaults to 0.
+    let py = format!(
+        "{EXPECT_PY}
+assert h.get_size() == 65536 * 512, h.get_size()
+assert h.pread(1024, 256 * 512 - 512) == want(256 * 512 - 512, 1024, 0)
+print('MAGIC-OK')
+"
+    );
+    let o = run_captive(&[hello(), "32M"], &nbdsh(&dir, "m", &py));
+    assert!(ok(&o).contains("MAGIC-OK"), "{}", show(&o));
+
+    // A bad parameter is refused with exit 1, naming it.
+    let o = run_captive(&[hello(), "size=1M", "seed=300"], "echo RAN");
+    assert_exit1(&o);
+    assert!(stderr(&o).contains("seed"), "{}", show(&o));
+    let o = run_captive(&[hello()], "echo RAN");
+    assert_exit1(&o);
+    assert!(stderr(&o).contains("size"), "{}", show(&o));
+}
+
+#[test]
+fn hello_plugin_dump_and_help() {
+    let o = nbdbox(&[hello(), "--dump-plugin"]);
+    let out = ok(&o);
+    assert!(
+        out.lines().any(|l| l == "name=hello"),
+        "--dump-plugin must print name=hello\n{}",
+        show(&o)
+    );
+    assert!(out.lines().any(|l| l == "magic_config_key=size"), "{out}");
+    assert!(out.lines().any(|l| l == "thread_model=parallel"), "{out}");
+
+    let o = nbdbox(&[hello(), "--help"]);
+    let out = ok(&o);
+    for needle in ["hello", "size=", "seed="] {
+        assert!(
+            out.contains(needle),
+            "`nbdbox PATH --help` should mention {needle}\n{}",
+            show(&o)
+        );
+    }
+}
+
+/// The WIT package version this checkout's `wit/` declares (e.g. "0.1.0").
+fn wit_version() -> String {
+    let wit = fs::read_to_string(repo_root().join("wit/nbdbox.wit")).unwrap();
+    let line = wit
+        .lines()
+        .find(|l| l.trim_start().starts_with("package nbdbox:plugin@"))
+        .expect("no package line in wit/nbdbox.wit");
+    line.trim()
+        .trim_start_matches("package nbdbox:plugin@")
+        .trim_end_matches(';')
+        .to_owned()
+}
+
+#[test]
+fn component_for_another_wit_version_is_refused() {
+    // Rename the exported interface to another version of the same length, so
+    // the binary stays well-formed: what a plugin built against an older or
+    // newer nbdbox.wit looks like to the host.
+    let ours = wit_version();
+    let parts: Vec<u64> = ours.split('.').map(|p| p.parse().unwrap()).collect();
+    let other = [
+        format!("{}.{}.{}", parts[0], parts[1] + 1, parts[2]),
+        format!("{}.{}.{}", parts[0], parts[1].saturating_sub(1), parts[2]),
+        format!("{}.{}.{}", parts[0] + 1, parts[1], parts[2]),
+    ]
+    .into_iter()
+    .find(|v| v.len() == ours.len() && *v != ours)
+    .expect("no same-length version");
+    let from = format!("nbdbox:plugin/plugin@{ours}");
+    let to = format!("nbdbox:plugin/plugin@{other}");
+    let wasm = fs::read(hello_wasm()).unwrap();
+    let (mut patched, mut n) = (Vec::with_capacity(wasm.len()), 0);
+    let mut i = 0;
+    while i < wasm.len() {
+        if wasm[i..].starts_with(from.as_bytes()) {
+            patched.extend_from_slice(to.as_bytes());
+            i += from.len();
+            n += 1;
+        } else {
+            patched.push(wasm[i]);
+            i += 1;
+        }
+    }
+    assert!(n > 0, "{from} not found in hello_plugin.wasm");
+    let dir = TempDir::new("wit");
+    let p = dir.str("other-version.wasm");
+    fs::write(&p, patched).unwrap();
+
+    let o = run_captive(&[&p, "size=1M"], "echo RAN");
+    assert_exit1(&o);
+    assert!(!stdout(&o).contains("RAN"), "{}", show(&o));
+    let err = stderr(&o);
+    for v in [format!("nbdbox:plugin@{other}"), format!("nbdbox:plugin@{ours}")] {
+        assert!(
+            err.contains(&v),
+            "the refusal must name both versions (missing {v})\n{}",
+            show(&o)
+        );
+    }
+    let o = nbdbox(&[&p, "--dump-plugin"]);
+    assert_exit1(&o);
+}
+
+#[test]
+fn wasi_filesystem_and_sockets_are_not_linked() {
+    // escape.wasm uses std::fs and std::net: it imports wasi:filesystem and
+    // wasi:sockets, which the host never links, so it must not load at all.
+    let w = guest("escape.wasm");
+    let dir = TempDir::new("nowasi");
+    let granted = dir.str("granted.img");
+    fs::write(&granted, vec![0u8; 65536]).unwrap();
+    let ws = w.to_str().unwrap();
+    let served = run_captive(&[ws, &format!("file={granted}")], "echo RAN");
+    let dumped = nbdbox(&[ws, "--dump-plugin"]);
+    for o in [served, dumped] {
+        assert_eq!(o.status.signal(), None, "host died by a signal\n{}", show(&o));
+        assert_exit1(&o);
+        assert!(!stdout(&o).contains("RAN"), "the component was served\n{}", show(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("wasi:filesystem") || err.contains("wasi:sockets"),
+            "the error must name the missing WASI import\n{}",
+            show(&o)
+        );
+        assert!(err.contains("escape.wasm"), "{}", show(&o));
+    }
+}
