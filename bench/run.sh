@@ -13,8 +13,8 @@
 #   randread   fio --ioengine=nbd, 4 KiB random reads, 1 and 4 jobs,
 #              time-based BENCH_FIO_TIME seconds each, iodepth BENCH_FIO_IODEPTH
 #   filters    nbdbox only: the same workloads (fio 1 job) through 0, 1 and 3
-#              pass-through filters (the test-only recorder.wasm, which logs
-#              only with -v); second table, ratio = N filters / 0 filters
+#              pass-through filters (the test-only passthrough.wasm, which
+#              forwards every call unchanged); second table, ratio = N / 0
 #
 # Environment: NBDKIT [nbdkit]  BENCH_SIZE [1G]  BENCH_REPS [3]
 #   BENCH_STARTUP_N [20]  BENCH_FIO_TIME [10]  BENCH_FIO_JOBS ["1 4"]
@@ -58,9 +58,9 @@ for t in nbdcopy fio numfmt awk "$NBDKIT" "$NBDBOX"; do
     command -v "$t" >/dev/null || { echo "run.sh: missing $t" >&2; exit 2; }
 done
 NBDBOX=$(command -v "$NBDBOX")
-RECORDER=${BENCH_GUEST_DIR:-$(dirname "$NBDBOX")/../wasm-guests/wasm32-wasip2/release}/recorder.wasm
-if [[ $FILTERS == yes && ! -f $RECORDER ]]; then
-    echo "run.sh: no $RECORDER (set BENCH_GUEST_DIR): skipping the filter figures" >&2
+PASSTHROUGH=${BENCH_GUEST_DIR:-$(dirname "$NBDBOX")/../wasm-guests/wasm32-wasip2/release}/passthrough.wasm
+if [[ $FILTERS == yes && ! -f $PASSTHROUGH ]]; then
+    echo "run.sh: no $PASSTHROUGH (set BENCH_GUEST_DIR): skipping the filter figures" >&2
     FILTERS=no
 fi
 BYTES=$(numfmt --from=iec "$SIZE")
@@ -120,7 +120,7 @@ for ((r = 1; r <= REPS; r++)); do
         if (( r % 2 )); then order="0 1 3"; else order="3 1 0"; fi
         for n in $order; do
             echo "# rep $r/$REPS: nbdbox with $n filter(s)" >&2
-            fl=(); for ((i = 0; i < n; i++)); do fl+=("--filter=$RECORDER"); done
+            fl=(); for ((i = 0; i < n; i++)); do fl+=("--filter=$PASSTHROUGH"); done
             heavy "f$n" 1 "$NBDBOX" "${fl[@]}"
         done
     fi
@@ -160,4 +160,4 @@ frow() {   # key (rates only)
 frow seqwrite_MBps
 frow seqread_MBps
 frow randread_j1_iops
-echo "# nbdbox through N x recorder.wasm (pass-through); ratio = rate with N filters / rate with none"
+echo "# nbdbox through N x passthrough.wasm; ratio = rate with N filters / rate with none"

@@ -24,13 +24,22 @@ const BUILTIN_FILTERS: &[(&str, &str)] = &[
     ("tar", "tar_filter"),
 ];
 /// Components built for the test suite only; tests load them by path.
-const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty"];
+const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty", "passthrough"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
     let guests = root.join("plugins-wasm");
-    for watched in ["Cargo.toml", "Cargo.lock", "sdk", "plugins", "filters", "test-plugins"] {
+    for watched in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "filter-sdk",
+        "tar-format",
+        "plugins",
+        "filters",
+        "test-plugins",
+    ] {
         println!("cargo:rerun-if-changed={}", guests.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

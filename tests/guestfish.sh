@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Opt-in end-to-end test with guestfish (libguestfs) as the NBD client, in captive mode:
 #
-#     tests/guestfish.sh              # run it (builds target/release/nbdbox if missing)
-#     tests/guestfish.sh --install    # first install guestfish (Debian 12, root, ~300 packages)
+#     tests/guestfish.sh                 # run it (builds target/release/nbdbox if missing)
+#     tests/guestfish.sh --install       # first install guestfish (Debian 12, root, ~300 packages)
+#     tests/guestfish.sh --install-only  # only install (.ci/run; the suite's guestfish test runs it)
 #
 # nbdbox serves a 1 GiB memory disk on a private socket and runs guestfish against `$nbd`
 # (the word "guestfish" in the command makes `$nbd` the `nbd://?socket=…` form guestfish
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--install" ]]; then
+if [[ "${1:-}" == --install || "${1:-}" == --install-only ]]; then
     export DEBIAN_FRONTEND=noninteractive
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
         cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOF'
@@ -30,6 +31,7 @@ EOF
     apt-get update -qq
     apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-system-common qemu-block-extra >/dev/null
     apt-get install -y -qq libguestfs-tools >/dev/null
+    [[ "$1" == --install-only ]] && exit 0
     shift
 fi
 

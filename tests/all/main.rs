@@ -12,6 +12,7 @@ mod captive;
 mod cli;
 mod clients;
 mod filters;
+mod guestfish;
 mod lifecycle;
 mod plugin_example1;
 mod plugin_file;
