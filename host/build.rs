@@ -24,7 +24,7 @@ const BUILTIN_FILTERS: &[(&str, &str)] = &[
     ("tar", "tar_filter"),
 ];
 /// Components built for the test suite only; tests load them by path.
-const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty", "passthrough"];
+const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty", "passthrough", "grant_probe"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -208,3 +208,42 @@ fn guest_path_not_a_component() {
     assert!(!stdout(&o).contains("RAN"));
     assert!(stderr(&o).contains("junk.wasm"), "{}", show(&o));
 }
+
+/// A plugin's only way to the filesystem is its grants: everything beyond them is refused
+/// (ungranted keys, the wrong kind, `..`, absolute and nested names, writing a read-only
+/// grant), the host stays up, and the granted file is served intact.
+#[test]
+fn grants_refuse_everything_beyond_them() {
+    let dir = TempDir::new("grant-probe");
+    fs::create_dir_all(dir.join("granted/sub")).unwrap();
+    let data = pattern(7, 1 << 20);
+    fs::write(dir.join("granted/disk.img"), &data).unwrap();
+    fs::write(dir.join("outside.img"), b"secret\n").unwrap();
+    fs::write(dir.join("granted/sub/inner.img"), b"inner\n").unwrap();
+    let probe = guest("grant_probe.wasm");
+    let (file, granted) = (dir.str("granted/disk.img"), dir.str("granted"));
+    let copy = dir.str("copy.img");
+    let out = run_captive(
+        &[
+            "-v",
+            "-r",
+            probe.to_str().unwrap(),
+            &format!("file={file}"),
+            &format!("dir={granted}"),
+        ],
+        &format!("nbdcopy \"$uri\" {copy}"),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(fs::read(&copy).unwrap(), data, "the granted file must be served intact");
+    let log = stderr(&out);
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("grant-probe:") && l.contains(": refused ("))
+        .count();
+    assert!(refused >= 11, "every attempt must be logged as refused:\n{log}");
+    assert!(!log.contains("SUCCEEDED"), "an attempt got through:\n{log}");
+    assert!(
+        !log.contains("secret") && !log.contains("inner\n"),
+        "outside bytes leaked:\n{log}"
+    );
+}

@@ -40,7 +40,9 @@ impl PassthroughConnection {
 
 impl GuestConnection for PassthroughConnection {
     fn open(readonly: bool, export_name: String) -> Result<Connection> {
-        Ok(Connection::new(PassthroughConnection { next: next::Connection::open(readonly, &export_name)? }))
+        Ok(Connection::new(PassthroughConnection {
+            next: next::Connection::open(readonly, &export_name)?,
+        }))
     }
 
     forward!(next; prepare, finalize, get_size, export_description, capabilities, block_size,
