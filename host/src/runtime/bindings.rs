@@ -16,8 +16,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::nbdbox::plugin::plugin::Guest as PluginExports;
-pub use nbdbox::plugin::types::{
+pub use self::exports::nbdbox::plugin::plugin::Guest as PluginExports;
+pub use self::nbdbox::plugin::types::{
     BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno, Error as GuestError, Export, Extent, ExtentFlags,
     FuaMode, PluginInfo, ThreadModel, ZeroMode,
 };
@@ -43,4 +43,4 @@ pub mod filter_world {
 }
 
 /// The operations the host calls on any layer, plugin or filter.
-pub use exports::nbdbox::plugin::plugin::GuestIndices as PluginExportIndices;
+pub use self::exports::nbdbox::plugin::plugin::GuestIndices as PluginExportIndices;
