@@ -353,6 +353,8 @@ fn stale_socket_is_replaced() {
     let st = fg.signal_and_wait("KILL", Duration::from_secs(10));
     assert_eq!(st.signal(), Some(9));
     assert!(sock.exists(), "a SIGKILLed server cannot remove its socket");
+    // A new directory: the killed server's pid file must not pass for the next one's.
+    let dir = TempDir::new("lst3");
     let mut fg = Fg::start(&dir, &["-U", sock.to_str().unwrap(), "memory", "2M"]);
     assert_eq!(size_via_nbdinfo(&sock), "2097152");
     let st = fg.signal_and_wait("TERM", Duration::from_secs(10));
