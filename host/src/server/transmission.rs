@@ -91,10 +91,7 @@ impl<R: Read, W: Write> Connection<R, W> {
             let (request, verdict) = match self.next_request(&mut buf) {
                 Ok(Some(next)) => next,
                 Ok(None) => return,
-                Err(e) => {
-                    log::debug!("connection {}: {e}", self.id);
-                    return self.close();
-                }
+                Err(e) => return log::debug!("connection {}: {e}", self.id),
             };
             let result = verdict.and_then(|()| {
                 self.execute(&request, &mut buf)
@@ -114,15 +111,23 @@ impl<R: Read, W: Write> Connection<R, W> {
         if self.closing.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let mut header = [0; codec::REQUEST_HEADER_LEN];
-        if !read_exact_or_eof(&mut *reader, &mut header)? {
+        let next = self.read_request(&mut *reader, buf);
+        if !matches!(next, Ok(Some(_))) {
+            // Marked while the read lock is held, so no other worker starts reading a stream
+            // that has ended or broken (it would wait forever for a client that is done).
             self.close();
+        }
+        next
+    }
+
+    /// One request off the wire; None at EOF or DISC (requests already read still finish).
+    fn read_request(&self, reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
+        let mut header = [0; codec::REQUEST_HEADER_LEN];
+        if !read_exact_or_eof(reader, &mut header)? {
             return Ok(None);
         }
         let request = codec::parse_request(&header).map_err(io::Error::other)?;
         if request.command == Command::Disc {
-            // Requests already read still finish and are answered.
-            self.close();
             return Ok(None);
         }
         let mut verdict = validate(&request, &self.export);
@@ -138,7 +143,7 @@ impl<R: Read, W: Write> Connection<R, W> {
                 reader.read_exact(&mut buf[..count])?;
             } else if count <= MAX_WRITE_DRAIN as usize {
                 // Keep the stream in step: a refused write's payload is still on the wire.
-                io::copy(&mut (&mut *reader).take(count as u64), &mut io::sink())?;
+                io::copy(&mut reader.take(count as u64), &mut io::sink())?;
             } else {
                 return Err(io::Error::other(format!(
                     "refusing to drain a {count}-byte write payload"
