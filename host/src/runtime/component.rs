@@ -249,11 +249,9 @@ fn placeholder_info() -> PluginInfo {
     }
 }
 
-/// Ticks a stack has slept, shared by its layers (see `LayerCtx::take_sleep_credit`).
-pub fn ticks_of(duration: Duration) -> u64 {
-    (duration.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
-}
-
+/// Count `duration` of `host.sleep` into a stack's slept ticks (rounded up), which every
+/// layer's deadline callback then credits (see `LayerCtx::take_sleep_credit`).
 pub(crate) fn add_slept(slept: &AtomicU64, duration: Duration) {
-    slept.fetch_add(ticks_of(duration), Ordering::Relaxed);
+    let ticks = (duration.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1;
+    slept.fetch_add(ticks, Ordering::Relaxed);
 }

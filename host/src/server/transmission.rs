@@ -190,12 +190,11 @@ impl<R: Read, W: Write> Connection<R, W> {
             Ok(Outcome::Data) => {
                 let data = &buf[..request.count as usize];
                 if structured {
-                    write_all_vectored(
-                        &mut *writer,
-                        &[&codec::read_chunk_header(cookie, request.offset, request.count), data],
-                    )
+                    let header = codec::read_chunk_header(cookie, request.offset, request.count);
+                    write_all_vectored(&mut *writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
                 } else {
-                    write_all_vectored(&mut *writer, &[&codec::simple_reply(cookie, None), data])
+                    let header = codec::simple_reply(cookie, None);
+                    write_all_vectored(&mut *writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
                 }
             }
             Ok(Outcome::BlockStatus(descriptors)) => {
@@ -256,10 +255,9 @@ fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Write every byte of `parts` with as few system calls as the kernel allows.
-fn write_all_vectored(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut slices = &mut slices[..];
+/// Write every byte of `slices` with as few system calls as the kernel allows. The caller's
+/// slices (on its stack) are advanced in place: no allocation per reply.
+fn write_all_vectored(w: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
         match w.write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
