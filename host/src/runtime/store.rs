@@ -126,19 +126,11 @@ pub fn add_wasi_plumbing(linker: &mut Linker<LayerCtx>) -> Result<()> {
 
 impl Host for LayerCtx {
     fn log(&mut self, level: LogLevel, message: String) -> Result<()> {
-        // Tag the line with the component's name, unless the component already did.
-        let tagged = message
-            .strip_prefix(&*self.name)
-            .is_some_and(|rest| rest.starts_with(':'));
-        let line = if tagged {
-            message
-        } else {
-            format!("{}: {message}", self.name)
-        };
+        let name = &self.name;
         match level {
-            LogLevel::Error => log::error!("{line}"),
-            LogLevel::Warning => log::warning!("{line}"),
-            LogLevel::Info | LogLevel::Debug => log::debug!("{line}"),
+            LogLevel::Error => log::error!("{name}: {message}"),
+            LogLevel::Warning => log::warning!("{name}: {message}"),
+            LogLevel::Info | LogLevel::Debug => log::debug!("{name}: {message}"),
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ impl Drop for ExitlastConnection {
             open.get()
         });
         if left == 0 {
-            nbdbox_filter_sdk::debug("exitlast: last connection closed, shutting down");
+            nbdbox_filter_sdk::debug("last connection closed, shutting down");
             nbdbox_filter_sdk::shutdown();
         }
     }

@@ -93,9 +93,7 @@ impl GuestConnection for ReadaheadConnection {
         self.size.set(self.next.get_size()?);
         let native = self.next.capabilities()?.can_cache == CacheMode::Native;
         if !native {
-            nbdbox_filter_sdk::log_error(
-                "readahead: the layer below cannot cache natively, so this filter won't do anything",
-            );
+            nbdbox_filter_sdk::log_error("the layer below cannot cache natively, so this filter won't do anything");
         }
         self.enabled.set(native);
         Ok(())

@@ -121,7 +121,7 @@ impl RetryConnection {
             }
             attempt += 1;
             nbdbox_filter_sdk::log_error(&format!(
-                "retry: {what} failed ({:?}{}), retry {attempt} of {retries} in {delay} s",
+                "{what} failed ({:?}{}), retry {attempt} of {retries} in {delay} s",
                 failure.errno,
                 failure.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
             ));
@@ -148,7 +148,7 @@ impl RetryConnection {
                 self.reopened_readonly.set(readonly && !self.readonly);
                 *self.next.borrow_mut() = Some(connection);
             }
-            Err(e) => nbdbox_filter_sdk::log_error(&format!("retry: reopen failed: {:?}", e.errno)),
+            Err(e) => nbdbox_filter_sdk::log_error(&format!("reopen failed: {:?}", e.errno)),
         }
     }
 }
@@ -239,10 +239,7 @@ impl GuestConnection for RetryConnection {
 impl Drop for RetryConnection {
     fn drop(&mut self) {
         if self.reopens.get() > 0 {
-            nbdbox_filter_sdk::debug(&format!(
-                "retry: reopened the layer below {} time(s)",
-                self.reopens.get()
-            ));
+            nbdbox_filter_sdk::debug(&format!("reopened the layer below {} time(s)", self.reopens.get()));
         }
     }
 }

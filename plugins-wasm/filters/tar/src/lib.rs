@@ -56,7 +56,7 @@ impl Guest for TarFilter {
                 None => Ok(()),
             }),
             "tar" => {
-                debug("tar: tar= is ignored: nbdbox reads the archive itself");
+                debug("tar= is ignored: nbdbox reads the archive itself");
                 Ok(())
             }
             _ => next::config(&key, &value),
@@ -125,10 +125,7 @@ impl GuestConnection for TarConnection {
                 format!("tar: '{name}' not found in the tar file (check that the file really exists in the tarball)"),
             ),
         })?;
-        debug(&format!(
-            "tar: {name} is at offset {} size {}",
-            member.offset, member.size
-        ));
+        debug(&format!("{name} is at offset {} size {}", member.offset, member.size));
         self.member.set(member);
         Ok(())
     }

@@ -257,11 +257,11 @@ impl FileConnection {
     fn try_zero(&self, enabled: &Cell<bool>, what: &str, result: Result<()>) -> Result<bool> {
         match result {
             Ok(()) => {
-                debug(&format!("file: zero: {what} worked"));
+                debug(&format!("zero: {what} worked"));
                 Ok(true)
             }
             Err(e) if e.errno == Errno::Enotsup => {
-                debug(&format!("file: zero: {what} is not supported, disabling it"));
+                debug(&format!("zero: {what} is not supported, disabling it"));
                 enabled.set(false);
                 Ok(false)
             }

@@ -65,10 +65,7 @@ fn member() -> Result<Member> {
             format!("file: '{name}' not found in the tar file (check that the file really exists in the tarball)"),
         ),
     })?;
-    info(&format!(
-        "tar: '{name}' is at offset {} size {}",
-        member.offset, member.size
-    ));
+    info(&format!("'{name}' is at offset {} size {}", member.offset, member.size));
     STATE.with_borrow_mut(|s| s.member = Some(member));
     Ok(member)
 }

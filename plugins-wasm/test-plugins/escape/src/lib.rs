@@ -25,8 +25,8 @@ thread_local! {
 /// Log the outcome of one escape attempt.
 fn report<T, E: Display>(what: &str, outcome: std::result::Result<T, E>) {
     match outcome {
-        Ok(_) => info(&format!("escape: {what}: SUCCEEDED")),
-        Err(e) => info(&format!("escape: {what}: refused ({e})")),
+        Ok(_) => info(&format!("{what}: SUCCEEDED")),
+        Err(e) => info(&format!("{what}: refused ({e})")),
     }
 }
 

@@ -35,7 +35,7 @@ fn inject(call: &str) -> Result<()> {
     // A fixed pseudo-random sequence: the same calls fail on every run.
     let unlucky = percent > 0 && (n.wrapping_mul(2654435761) >> 7) % 100 < percent;
     if n <= FAIL_FIRST.with(Cell::get) || unlucky {
-        info(&format!("faulty: failing {call} #{n}"));
+        info(&format!("failing {call} #{n}"));
         return Err(error(Errno::Eio, format!("faulty: injected failure of {call} #{n}")));
     }
     Ok(())
@@ -87,7 +87,7 @@ impl GuestConnection for FaultyConnection {
             c.set(c.get() + 1);
             c.get()
         });
-        info(&format!("faulty: open #{n}"));
+        info(&format!("open #{n}"));
         if n <= FAIL_OPENS.with(Cell::get) {
             return Err(error(Errno::Eio, format!("faulty: injected failure of open #{n}")));
         }

@@ -13,9 +13,9 @@ use nbdbox_sdk::{
 
 fn report<T>(what: &str, outcome: std::result::Result<T, Error>) {
     match outcome {
-        Ok(_) => info(&format!("grant-probe: {what}: SUCCEEDED")),
+        Ok(_) => info(&format!("{what}: SUCCEEDED")),
         Err(e) => info(&format!(
-            "grant-probe: {what}: refused ({:?}: {})",
+            "{what}: refused ({:?}: {})",
             e.errno,
             e.message.unwrap_or_default()
         )),

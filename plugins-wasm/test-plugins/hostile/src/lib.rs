@@ -135,25 +135,25 @@ impl GuestConnection for HostileConnection {
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
         match offset {
             TRAP_AT => {
-                debug("hostile: trapping");
+                debug("trapping");
                 trap()
             }
             SPIN_AT => {
-                debug("hostile: spinning forever");
+                debug("spinning forever");
                 let mut n: u64 = 0;
                 loop {
                     n = black_box(n.wrapping_add(1));
                 }
             }
             HOG_AT => {
-                debug("hostile: allocating memory without bound");
+                debug("allocating memory without bound");
                 let mut hoard = HOARD.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
                     hoard.push(black_box(vec![0xa5u8; 16 << 20]));
                 }
             }
             OVERRUN_AT => {
-                debug("hostile: writing past the end of the read buffer");
+                debug("writing past the end of the read buffer");
                 let len = dst.len();
                 dst.write(len.saturating_sub(256), &[0xee; 512]);
                 Ok(())
