@@ -1,62 +1,18 @@
-//! escape: a test plugin that tries to get out of the sandbox during config-complete and
-//! logs what happened, then serves its granted `file=` read-only. Not shipped.
-//!
-//! Every attempt must fail; each is logged at info level as
-//! `escape: <what>: refused (<error>)` or `escape: <what>: SUCCEEDED`. The attempts use
-//! std::fs and std::net, so this component imports wasi:filesystem and wasi:sockets; a host
-//! that does not link those refuses to instantiate it at all, which is also a pass.
+//! escape (test only): a plugin that reaches for the host through WASI itself — std::fs on
+//! /etc/passwd and on a sibling of its granted file, std::net to a local port. Using them
+//! makes the component import wasi:filesystem and wasi:sockets, which nbdbox never links,
+//! so a correct host refuses to load it at all, naming the import. (Escapes through the
+//! grants interface, which does load, are grant-probe's job.)
 
-use std::cell::RefCell;
-use std::fmt::Display;
-use std::path::Path;
-
-use nbdbox_sdk::grants::{open_file, File};
 use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
 use nbdbox_sdk::{
     config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno, Export, PluginInfo,
     ReadBuf, Result, ThreadModel,
 };
 
-thread_local! {
-    /// The path given as `file=` (the host opened it; we only know its name).
-    static PATH: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Log the outcome of one escape attempt.
-fn report<T, E: Display>(what: &str, outcome: std::result::Result<T, E>) {
-    match outcome {
-        Ok(_) => info(&format!("{what}: SUCCEEDED")),
-        Err(e) => info(&format!("{what}: refused ({e})")),
-    }
-}
-
-fn try_to_escape(granted: &str) {
-    report("open /etc/passwd", std::fs::File::open("/etc/passwd"));
-    report(
-        &format!("open the granted path {granted} with std::fs"),
-        std::fs::File::open(granted),
-    );
-    let parent = Path::new(granted)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    report(
-        &format!("list the directory {}", parent.display()),
-        std::fs::read_dir(parent),
-    );
-    let sibling = parent.join("escape-sibling");
-    report(
-        &format!("create the sibling {}", sibling.display()),
-        std::fs::write(&sibling, b"escaped\n"),
-    );
-    report(
-        "grants::open-file(\"other\") for a key never granted",
-        open_file("other").map_err(|e| format!("{:?}: {}", e.errno, e.message.unwrap_or_default())),
-    );
-    report("connect to 127.0.0.1:22", std::net::TcpStream::connect("127.0.0.1:22"));
-}
-
 struct Escape;
+
+struct EscapeConnection;
 
 impl Guest for Escape {
     type Connection = EscapeConnection;
@@ -65,12 +21,12 @@ impl Guest for Escape {
         PluginInfo {
             name: "escape".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Test plugin: tries to escape the sandbox, then serves file= read-only".into(),
+            description: "Test plugin: reaches for the host filesystem and network through WASI".into(),
             magic_config_key: Some("file".into()),
             config_keys: vec![config_key(
                 "file",
                 ConfigKind::File,
-                "[file=]<FILENAME>  The file to serve (required).",
+                "[file=]<FILENAME>  A granted file.",
             )],
             thread_model: ThreadModel::Parallel,
             shared_state: false,
@@ -78,20 +34,34 @@ impl Guest for Escape {
     }
 
     fn config(key: String, value: String) -> Result<()> {
-        match key.as_str() {
-            "file" => {
-                PATH.set(Some(value));
-                Ok(())
-            }
-            _ => Err(unknown_key(&key)),
+        if key != "file" {
+            return Err(unknown_key(&key));
         }
+        // Never reached on nbdbox (the component does not load); logged if a host ever lets it.
+        let sibling = std::path::Path::new(&value).with_file_name("escape-sibling");
+        let attempts = [
+            ("read /etc/passwd", std::fs::read("/etc/passwd").map(drop)),
+            (
+                "write a sibling of the granted file",
+                std::fs::write(sibling, b"escaped\n"),
+            ),
+            (
+                "connect to 127.0.0.1:22",
+                std::net::TcpStream::connect("127.0.0.1:22").map(drop),
+            ),
+        ];
+        for (what, outcome) in attempts {
+            let verdict = if outcome.is_ok() {
+                "SUCCEEDED".to_owned()
+            } else {
+                format!("refused ({outcome:?})")
+            };
+            info(&format!("{what}: {verdict}"));
+        }
+        Ok(())
     }
 
     fn config_complete() -> Result<()> {
-        let path = PATH
-            .with_borrow(Clone::clone)
-            .ok_or_else(|| error(Errno::Einval, "you must specify file=<FILENAME> on the command line"))?;
-        try_to_escape(&path);
         Ok(())
     }
 
@@ -104,19 +74,13 @@ impl Guest for Escape {
     }
 }
 
-struct EscapeConnection {
-    file: File,
-}
-
 impl GuestConnection for EscapeConnection {
     fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
-        Ok(Connection::new(EscapeConnection {
-            file: open_file("file")?,
-        }))
+        Err(error(Errno::Einval, "escape serves nothing"))
     }
 
     fn get_size(&self) -> Result<u64> {
-        self.file.size()
+        Ok(0)
     }
 
     fn export_description(&self) -> Option<String> {
@@ -131,8 +95,8 @@ impl GuestConnection for EscapeConnection {
         Ok(None)
     }
 
-    fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        self.file.read_into(dst, 0, count, offset)
+    fn pread(&self, _: &ReadBuf, _: u32, _: u64, _: CmdFlags) -> Result<()> {
+        Err(error(Errno::Einval, "escape serves nothing"))
     }
 
     nbdbox_sdk::not_supported!(prepare, finalize, pwrite, flush, trim, zero, extents, cache);
