@@ -113,17 +113,35 @@ macro_rules! forward {
     };
 }
 
-/// Write the global [`filter::Guest`] calls a filter passes down unchanged: `config-complete`,
-/// `get-ready` (the layer below first) and `list-exports`.
+/// Write the global [`filter::Guest`] calls a filter passes down unchanged, by name:
+/// `config` (every key goes to the layer below), `config_complete`, `get_ready` (the layer
+/// below first) and `list_exports`.
+///
+/// ```ignore
+/// impl Guest for MyFilter {
+///     fn describe() -> PluginInfo { ... }
+///     nbdbox_filter_sdk::forward_globals!(config, config_complete, get_ready, list_exports);
+/// }
+/// ```
 #[macro_export]
 macro_rules! forward_globals {
-    () => {
+    ($($call:ident),* $(,)?) => { $( $crate::forward_globals!(@one $call); )* };
+    (@one config) => {
+        fn config(key: String, value: String) -> $crate::Result<()> {
+            $crate::next::config(&key, &value)
+        }
+    };
+    (@one config_complete) => {
         fn config_complete() -> $crate::Result<()> {
             $crate::next::config_complete()
         }
+    };
+    (@one get_ready) => {
         fn get_ready() -> $crate::Result<()> {
             $crate::next::get_ready()
         }
+    };
+    (@one list_exports) => {
         fn list_exports(readonly: bool) -> $crate::Result<Vec<$crate::Export>> {
             $crate::next::list_exports(readonly)
         }

@@ -90,7 +90,7 @@ impl Guest for Retry {
         })
     }
 
-    forward_globals!();
+    forward_globals!(config_complete, get_ready, list_exports);
 }
 
 impl RetryConnection {

@@ -6,8 +6,8 @@
 
 use nbdbox_filter_sdk::filter::{Connection, Guest, GuestConnection};
 use nbdbox_filter_sdk::{
-    config_key, debug, error, forward, next, CmdFlags, ConfigKind, Errno, Extent, PluginInfo, ReadBuf, Result,
-    ThreadModel, WriteBuf,
+    config_key, debug, error, forward, forward_globals, next, CmdFlags, ConfigKind, Errno, Extent, PluginInfo, ReadBuf,
+    Result, ThreadModel, WriteBuf,
 };
 use std::cell::{Cell, RefCell};
 use tar_format::{find_member, Member, ScanError};
@@ -73,13 +73,7 @@ impl Guest for TarFilter {
         next::config_complete()
     }
 
-    fn get_ready() -> Result<()> {
-        next::get_ready()
-    }
-
-    fn list_exports(readonly: bool) -> Result<Vec<nbdbox_filter_sdk::Export>> {
-        next::list_exports(readonly)
-    }
+    forward_globals!(get_ready, list_exports);
 }
 
 /// Read `count` bytes of the archive at `offset` from the layer below.

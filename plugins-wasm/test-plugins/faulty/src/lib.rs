@@ -72,7 +72,7 @@ impl Guest for Faulty {
         }
     }
 
-    forward_globals!();
+    forward_globals!(config_complete, get_ready, list_exports);
 }
 
 impl FaultyConnection {

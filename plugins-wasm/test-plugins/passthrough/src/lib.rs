@@ -25,11 +25,7 @@ impl Guest for Passthrough {
         }
     }
 
-    fn config(key: String, value: String) -> Result<()> {
-        next::config(&key, &value)
-    }
-
-    forward_globals!();
+    forward_globals!(config, config_complete, get_ready, list_exports);
 }
 
 impl PassthroughConnection {

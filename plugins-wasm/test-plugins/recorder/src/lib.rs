@@ -7,7 +7,8 @@
 
 use nbdbox_filter_sdk::filter::{Connection, Guest, GuestConnection};
 use nbdbox_filter_sdk::{
-    info, next, BlockSize, Capabilities, CmdFlags, Export, Extent, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
+    forward_globals, info, next, BlockSize, Capabilities, CmdFlags, Extent, PluginInfo, ReadBuf, Result, ThreadModel,
+    WriteBuf,
 };
 use std::cell::RefCell;
 
@@ -61,9 +62,7 @@ impl Guest for Recorder {
         Ok(())
     }
 
-    fn list_exports(readonly: bool) -> Result<Vec<Export>> {
-        next::list_exports(readonly)
-    }
+    forward_globals!(list_exports);
 }
 
 impl GuestConnection for RecorderConnection {
