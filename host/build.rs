@@ -1,6 +1,12 @@
 //! Builds every guest component in `plugins-wasm/` for wasm32-wasip2 with a nested cargo and
 //! embeds the built-in ones in the binary, so `cargo build` on a fresh clone is the only step.
 //!
+//! The guest crates' own manifests are the one list of components: each has a
+//! `[package.metadata.nbdbox]` table with its `role` (plugin, filter, or test) and the `name`
+//! users type. From it this script emits `builtin.rs` (the tables the CLI, help text and
+//! runtime use) and `components.rs` (macros the test suite uses, so that a built-in without
+//! a test module fails to compile).
+//!
 //! The nested build has its own target dir beside the outer one (`<target>/wasm-guests`), so
 //! debug, release and test builds share it and it never waits on the outer build's lock.
 
@@ -9,74 +15,132 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Components embedded in the binary and used by name (`nbdbox memory 1G`, `--filter=retry`).
-/// (name on the command line, crate output); plugin and filter names may coincide (`tar`).
-const BUILTIN_PLUGINS: &[(&str, &str)] = &[
-    ("memory", "memory"),
-    ("example1", "example1"),
-    ("file", "file"),
-    ("tar", "tar"),
-];
-const BUILTIN_FILTERS: &[(&str, &str)] = &[
-    ("readahead", "readahead"),
-    ("retry", "retry"),
-    ("exitlast", "exitlast"),
-    ("tar", "tar_filter"),
-];
-/// Components built for the test suite only; tests load them by path.
-const TEST_COMPONENTS: &[&str] = &["hostile", "escape", "recorder", "faulty", "passthrough", "grant_probe"];
+/// One guest crate, as its manifest describes it.
+struct Guest {
+    /// plugin, filter, or test.
+    role: String,
+    /// What users type (`--filter=tar`), or a test component's file stem.
+    name: String,
+    /// The `.wasm` file cargo writes (the crate name with `-` as `_`).
+    stem: String,
+}
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
-    let guests = root.join("plugins-wasm");
-    for watched in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "sdk",
-        "filter-sdk",
-        "tar-format",
-        "plugins",
-        "filters",
-        "test-plugins",
-    ] {
-        println!("cargo:rerun-if-changed={}", guests.join(watched).display());
-    }
+    let guests_dir = root.join("plugins-wasm");
+    println!("cargo:rerun-if-changed={}", guests_dir.display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    let guests = read_guests(&guests_dir);
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let target_dir = guest_target_dir(&out_dir);
-    build_guests(&guests, &target_dir);
-
+    build_guests(&guests_dir, &target_dir);
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
+    for guest in &guests {
+        let path = wasm_dir.join(format!("{}.wasm", guest.stem));
+        assert!(path.exists(), "guest build did not produce {}", path.display());
+    }
+    std::fs::write(out_dir.join("builtin.rs"), builtin_tables(&guests, &wasm_dir)).unwrap();
+    std::fs::write(out_dir.join("components.rs"), test_macros(&guests)).unwrap();
+    // The integration tests (a target of this package) find the test-only components here.
+    println!("cargo:rustc-env=NBDBOX_GUEST_DIR={}", wasm_dir.display());
+}
+
+/// Every member of the guest workspace that declares a role.
+fn read_guests(guests_dir: &Path) -> Vec<Guest> {
+    let workspace: toml::Table = read_toml(&guests_dir.join("Cargo.toml"));
+    let members = workspace["workspace"]["members"]
+        .as_array()
+        .expect("plugins-wasm/Cargo.toml lists its members");
+    let mut guests = Vec::new();
+    for member in members {
+        let manifest_path = guests_dir.join(member.as_str().unwrap()).join("Cargo.toml");
+        let manifest = read_toml(&manifest_path);
+        let package = &manifest["package"];
+        let Some(meta) = package.get("metadata").and_then(|m| m.get("nbdbox")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            meta.get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("{}: [package.metadata.nbdbox] needs `{key}`", manifest_path.display()))
+                .to_owned()
+        };
+        let role = field("role");
+        assert!(
+            ["plugin", "filter", "test"].contains(&role.as_str()),
+            "{}: role must be plugin, filter or test",
+            manifest_path.display()
+        );
+        guests.push(Guest {
+            role,
+            name: field("name"),
+            stem: package["name"].as_str().unwrap().replace('-', "_"),
+        });
+    }
+    guests
+}
+
+fn read_toml(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn builtin_tables(guests: &[Guest], wasm_dir: &Path) -> String {
     let mut code = String::new();
-    for (table, builtins) in [("PLUGINS", BUILTIN_PLUGINS), ("FILTERS", BUILTIN_FILTERS)] {
+    for (role, table, names) in [
+        ("plugin", "PLUGINS", "PLUGIN_NAMES"),
+        ("filter", "FILTERS", "FILTER_NAMES"),
+    ] {
+        let of_role: Vec<&Guest> = guests.iter().filter(|g| g.role == role).collect();
         writeln!(
             code,
-            "/// Built-in components: (name, wasm bytes).\npub static {table}: &[(&str, &[u8])] = &["
+            "/// Built-in {role}s: (name, wasm bytes).\npub static {table}: &[(&str, &[u8])] = &["
         )
         .unwrap();
-        for (name, stem) in builtins {
-            let path = wasm_dir.join(format!("{stem}.wasm"));
-            assert!(path.exists(), "guest build did not produce {}", path.display());
+        for guest in &of_role {
+            let path = wasm_dir.join(format!("{}.wasm", guest.stem));
             writeln!(
                 code,
-                "    ({name:?}, include_bytes!({:?})),",
+                "    ({:?}, include_bytes!({:?})),",
+                guest.name,
                 path.display().to_string()
             )
             .unwrap();
         }
+        writeln!(
+            code,
+            "];\n/// The names of the built-in {role}s.\npub static {names}: &[&str] = &["
+        )
+        .unwrap();
+        for guest in &of_role {
+            writeln!(code, "    {:?},", guest.name).unwrap();
+        }
         code.push_str("];\n");
     }
-    std::fs::write(out_dir.join("builtin.rs"), code).unwrap();
-    for name in TEST_COMPONENTS {
-        assert!(
-            wasm_dir.join(format!("{name}.wasm")).exists(),
-            "guest build did not produce {name}.wasm"
-        );
+    code
+}
+
+/// `foreach_builtin!(m)` calls `m!(plugin_memory)`, `m!(filter_retry)`... for every built-in,
+/// and `foreach_test_component!(m)` calls `m!(hostile)`... for every test component.
+fn test_macros(guests: &[Guest]) -> String {
+    let ident = |s: &str| s.replace('-', "_");
+    let mut builtins = String::new();
+    let mut tests = String::new();
+    for guest in guests {
+        if guest.role == "test" {
+            writeln!(tests, "        $m!({});", ident(&guest.name)).unwrap();
+        } else {
+            writeln!(builtins, "        $m!({}_{});", guest.role, ident(&guest.name)).unwrap();
+        }
     }
-    // The integration tests (a target of this package) find the test-only components here.
-    println!("cargo:rustc-env=NBDBOX_GUEST_DIR={}", wasm_dir.display());
+    format!(
+        "/// Calls `$m!(plugin_NAME)` / `$m!(filter_NAME)` for every built-in component.\n\
+         macro_rules! foreach_builtin {{\n    ($m:ident) => {{\n{builtins}    }};\n}}\n\
+         /// Calls `$m!(NAME)` for every test component.\n\
+         macro_rules! foreach_test_component {{\n    ($m:ident) => {{\n{tests}    }};\n}}\n"
+    )
 }
 
 /// `<target>/wasm-guests`, found by walking up from OUT_DIR (`<target>/<profile>/build/<pkg>/out`).

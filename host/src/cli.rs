@@ -1,8 +1,11 @@
 //! nbdkit's command line: `nbdbox [OPTIONS] PLUGIN [[KEY=]VALUE ...] [--run CMD]`, with GNU
 //! option permutation (options may follow the plugin) and nbdkit's option names and aliases.
 
+use crate::config::{Action, Config, ConfigError, ExportConfig, Listen, Param, ServerOptions, UnixSocket};
+use crate::runtime::Limits;
 use clap::Parser;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -10,7 +13,7 @@ use std::path::PathBuf;
     version,
     about = "An NBD server whose plugins and filters are sandboxed WebAssembly components",
     disable_help_flag = true,
-    after_help = "PLUGIN is a built-in plugin (memory, example1, file, tar) or a path to a .wasm component.\n`nbdbox PLUGIN --help` describes a plugin's parameters."
+    after_help = builtin_help()
 )]
 pub struct Cli {
     /// Serve on a Unix socket; `-` makes a private one in a new 0700 directory
@@ -80,59 +83,90 @@ pub struct Cli {
     pub params: Vec<String>,
 }
 
+/// The built-in components, named from the one list `build.rs` makes.
+fn builtin_help() -> String {
+    format!(
+        "PLUGIN is a built-in plugin ({}) or a path to a .wasm component.\n\
+         FILTER is a built-in filter ({}) or a path to a .wasm component.\n\
+         `nbdbox PLUGIN --help` describes a plugin's parameters.",
+        crate::runtime::PLUGIN_NAMES.join(", "),
+        crate::runtime::FILTER_NAMES.join(", ")
+    )
+}
+
 fn parse_size_arg(value: &str) -> Result<u64, String> {
     crate::parse::parse_size(value)
 }
 
-/// nbdkit's key grammar: `[A-Za-z][A-Za-z0-9._-]*`.
-fn is_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// Split plugin parameters into (key, value) pairs: `key=value` when the text before the first
-/// `=` is a valid key, otherwise a bare value for the magic key.
-pub fn config_pairs(params: &[String], magic_key: Option<&str>) -> Result<Vec<(String, String)>, String> {
-    params
-        .iter()
-        .map(|param| match param.split_once('=') {
-            Some((key, value)) if is_key(key) => Ok((key.to_owned(), value.to_owned())),
-            _ => match magic_key {
-                Some(key) => Ok((key.to_owned(), param.clone())),
-                None => Err(format!("expecting key=value on the command line but got: {param}")),
+impl Cli {
+    /// The [`Config`] this command line asks for, or why it cannot be run.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let endpoints = [self.port.is_some(), self.unix.is_some(), self.single]
+            .iter()
+            .filter(|&&b| b)
+            .count();
+        if endpoints > 1 {
+            return Err(ConfigError("-p, -U and -s cannot be used in this combination".into()));
+        }
+        let call_timeout = Duration::try_from_secs_f64(self.call_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError("--call-timeout must be a positive number of seconds".into()))?;
+        let listen = if self.single {
+            Listen::Stdio
+        } else if let Some(unix) = self.unix {
+            Listen::Unix(match unix.as_str() {
+                "-" => UnixSocket::Private,
+                path => UnixSocket::Path(path.into()),
+            })
+        } else {
+            Listen::Tcp {
+                ipaddr: self.ipaddr,
+                port: self.port,
+            }
+        };
+        let action = if self.dump_config {
+            Action::DumpConfig
+        } else if self.help {
+            Action::Help
+        } else if self.dump_plugin {
+            Action::DumpPlugin
+        } else {
+            Action::Serve
+        };
+        let config = Config {
+            action,
+            verbose: self.verbose,
+            listen,
+            foreground: self.foreground,
+            pidfile: self.pidfile,
+            run: self.run,
+            exit_with_parent: self.exit_with_parent,
+            exportname: self.exportname,
+            server: ServerOptions {
+                no_structured_replies: self.no_sr,
+                handshake_mask: self.mask_handshake,
+                threads: self.threads,
             },
-        })
-        .collect()
+            export: ExportConfig {
+                plugin: self.plugin,
+                filters: self.filters,
+                params: self.params.iter().map(|p| Param::parse(p)).collect(),
+                readonly: self.readonly,
+                limits: Limits {
+                    memory: self.memory_limit,
+                    call_timeout,
+                },
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(params: &[&str], magic: Option<&str>) -> Result<Vec<(String, String)>, String> {
-        let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
-        config_pairs(&params, magic)
-    }
-
-    #[test]
-    fn magic_key_and_key_grammar() {
-        assert_eq!(pairs(&["1M"], Some("size")).unwrap(), [("size".into(), "1M".into())]);
-        assert_eq!(
-            pairs(&["size=1M"], Some("size")).unwrap(),
-            [("size".into(), "1M".into())]
-        );
-        assert_eq!(
-            pairs(&["./a=b"], Some("file")).unwrap(),
-            [("file".into(), "./a=b".into())]
-        );
-        assert_eq!(
-            pairs(&["x=1.img"], Some("file")).unwrap(),
-            [("x".into(), "1.img".into())]
-        );
-        assert_eq!(pairs(&["k=v=w"], None).unwrap(), [("k".into(), "v=w".into())]);
-        assert!(pairs(&["bare"], None).unwrap_err().contains("bare"));
-    }
 
     #[test]
     fn options_after_the_plugin() {
@@ -142,5 +176,15 @@ mod tests {
         assert_eq!(cli.unix.as_deref(), Some("-"));
         assert_eq!(cli.run.as_deref(), Some("true"));
         assert!(cli.readonly);
+    }
+
+    #[test]
+    fn call_timeout_out_of_range_names_the_option() {
+        for timeout in ["1e20", "0", "-1", "NaN"] {
+            let arg = format!("--call-timeout={timeout}");
+            let cli = Cli::try_parse_from(["nbdbox", &arg, "memory", "1M"]).unwrap();
+            let error = cli.into_config().unwrap_err().to_string();
+            assert!(error.contains("--call-timeout"), "{timeout}: {error}");
+        }
     }
 }

@@ -1,17 +1,31 @@
-//! nbdbox: an nbdkit-compatible NBD server whose plugins are sandboxed WebAssembly components.
+//! nbdbox: an nbdkit-compatible NBD server whose plugins and filters are sandboxed
+//! WebAssembly components.
+//!
+//! A request travels one way:
 //!
 //! ```text
 //!   socket ─► server (handshake, transmission) ─► protocol (decode, validate)
-//!          ─► chain (context, emulation) ─► runtime (component instance) ─► reply ─► socket
+//!          ─► backend (gate: validation, emulation) ─► runtime (component instance)
+//!          ─► [filter ─next─► backend gate ─► …] ─► plugin ─► protocol (encode) ─► socket
 //! ```
-//! `protocol` is pure (no I/O); `server` owns sockets and threads; `chain` is the layers a
-//! request goes through; `runtime` hosts the components; `lifecycle` is the process.
+//!
+//! * [`protocol`]: the NBD wire codec; pure, no I/O.
+//! * [`server`]: listeners, the transport, option haggling, the transmission loop.
+//! * [`backend`]: nbdkit's backend layer: per-layer contexts and the gate between layers.
+//! * [`runtime`]: wasmtime: components, instances, the host side of the WIT interfaces.
+//! * [`api`]: the values that cross between layers, free of WIT and wasmtime.
+//! * [`config`], [`cli`]: what to run, and the command line that says so.
+//! * [`lifecycle`]: the process: startup order, daemonizing, `--run`, exit.
+//! * [`shutdown`], [`log`]: values handed down to whatever needs them.
 
-pub mod chain;
+pub mod api;
+pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod lifecycle;
 pub mod log;
 pub mod parse;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;

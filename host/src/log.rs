@@ -1,31 +1,113 @@
-//! Operator messages on stderr: `nbdbox: error: ...` always, debug lines only with `-v`.
+//! Operator messages on stderr, as a value handed to whatever logs: `nbdbox: error: ...`
+//! always, debug lines only with `-v`. Lines from components are escaped and truncated here,
+//! so a component can neither forge a host line nor flood the log with one call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
 
-static VERBOSE: AtomicBool = AtomicBool::new(false);
+#[derive(Clone)]
+pub struct Log(Arc<Settings>);
 
-pub fn set_verbose(on: bool) {
-    VERBOSE.store(on, Ordering::Relaxed);
+struct Settings {
+    verbose: bool,
 }
 
-pub fn verbose() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
+/// How severe a line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+/// The longest component message logged whole (nbdkit's NBD_MAX_STRING).
+const MAX_COMPONENT_MESSAGE: usize = 4096;
+
+impl Log {
+    pub fn new(verbose: bool) -> Log {
+        Log(Arc::new(Settings { verbose }))
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.0.verbose
+    }
+
+    pub fn line(&self, level: Level, args: fmt::Arguments<'_>) {
+        let tag = match level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Info | Level::Debug if !self.0.verbose => return,
+            Level::Info | Level::Debug => "debug",
+        };
+        // One write per line, so lines from several threads do not interleave.
+        let line = format!("nbdbox: {tag}: {args}\n");
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    /// A message a component logged (`host.log`, or its stdout/stderr), tagged with its name.
+    pub fn component(&self, name: &str, level: Level, message: &str) {
+        if matches!(level, Level::Info | Level::Debug) && !self.0.verbose {
+            return;
+        }
+        self.line(level, format_args!("{name}: {}", sanitize(message)));
+    }
+}
+
+/// Control characters escaped (`\n`, `\x1b`), at most [`MAX_COMPONENT_MESSAGE`] bytes kept.
+pub fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_COMPONENT_MESSAGE) + 16);
+    for c in message.chars() {
+        if out.len() >= MAX_COMPONENT_MESSAGE {
+            out.push_str(&format!("... ({} bytes in all)", message.len()));
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 macro_rules! error {
-    ($($arg:tt)*) => { eprintln!("nbdbox: error: {}", format_args!($($arg)*)) };
+    ($log:expr, $($arg:tt)*) => { $log.line($crate::log::Level::Error, format_args!($($arg)*)) };
 }
 
 macro_rules! warning {
-    ($($arg:tt)*) => { eprintln!("nbdbox: warning: {}", format_args!($($arg)*)) };
+    ($log:expr, $($arg:tt)*) => { $log.line($crate::log::Level::Warning, format_args!($($arg)*)) };
 }
 
 macro_rules! debug {
-    ($($arg:tt)*) => {
-        if $crate::log::verbose() {
-            eprintln!("nbdbox: debug: {}", format_args!($($arg)*))
+    ($log:expr, $($arg:tt)*) => {
+        if $log.verbose() {
+            $log.line($crate::log::Level::Debug, format_args!($($arg)*))
         }
     };
 }
 
 pub(crate) use {debug, error, warning};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(sanitize("a\nnbdbox: error: forged"), "a\\nnbdbox: error: forged");
+        assert_eq!(sanitize("\x1b[2J"), "\\u{1b}[2J");
+        assert_eq!(sanitize("tab\tok é"), "tab\\tok é");
+    }
+
+    #[test]
+    fn long_messages_are_truncated() {
+        let long = "x".repeat(100_000);
+        let out = sanitize(&long);
+        assert!(out.len() < MAX_COMPONENT_MESSAGE + 40, "{}", out.len());
+        assert!(out.ends_with("... (100000 bytes in all)"), "{out}");
+    }
+}

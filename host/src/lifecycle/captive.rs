@@ -85,12 +85,12 @@ pub fn spawn(script: &str) -> std::io::Result<Child> {
 }
 
 /// The command's status as an exit code: its own, or 128+S when signal S killed it.
-pub fn exit_code(status: ExitStatus) -> u8 {
+pub fn exit_code(status: ExitStatus, log: &crate::log::Log) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => {
-            crate::log::error!("external command was killed by signal {signal}");
+            crate::log::error!(log, "external command was killed by signal {signal}");
             (128 + signal) as u8
         }
         (None, None) => 1,

@@ -162,7 +162,5 @@ pub const MAX_OPTION_LEN: u32 = 64 * 1024 * 1024;
 pub const MAX_WRITE_DRAIN: u32 = 2 * MAX_REQUEST_SIZE;
 /// Options accepted before an export is chosen (grows after a successful `OPT_LIST`).
 pub const MAX_OPTIONS: usize = 32;
-/// Most extents kept from one plugin answer; later ones are ignored.
-pub const MAX_EXTENTS: usize = 1024 * 1024;
 /// Zero padding after the `OPT_EXPORT_NAME` reply unless both sides agreed on NO_ZEROES.
 pub const EXPORT_NAME_PADDING: usize = 124;

@@ -6,8 +6,8 @@
 //! request; read data and write payloads travel separately and are the caller's business.
 
 use super::consts::{
-    CMD_BLOCK_STATUS, CMD_CACHE, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, MAX_EXTENTS,
-    MAX_WRITE_DRAIN, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REQUEST_MAGIC,
+    CMD_BLOCK_STATUS, CMD_CACHE, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, MAX_WRITE_DRAIN,
+    REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REQUEST_MAGIC,
     SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC,
 };
 use super::wire::{concat, len_u32, u16_at, u32_at, u64_at};
@@ -151,82 +151,33 @@ pub fn block_status_chunk(out: &mut Vec<u8>, cookie: u64, context_id: u32, descr
     }
 }
 
-/// Turns the extents a plugin returned into the descriptors nbdkit would send.
-///
-/// Input: `(offset, length, flags)` in ascending, contiguous order. The first pass applies
-/// nbdkit's extent-list rules for the range `[offset, export_size)`: zero-length extents
-/// and those wholly before `offset` are dropped, the first kept one is trimmed to start at
-/// `offset` (it must not start after it), everything is clipped to `export_size`, only the
-/// `base:allocation` flag bits are kept, and neighbours with equal flags merge. The second
-/// pass emits descriptors of at most 2^32−1 bytes (longer runs are split): with `req_one`
-/// only the first, capped at `count`; otherwise up to and including the first descriptor
-/// that ends beyond `offset + count` (nbdkit compares strictly, so one ending exactly there
-/// is followed by the next).
-pub fn extents_to_descriptors(
-    offset: u64,
-    count: u32,
-    export_size: u64,
-    req_one: bool,
-    extents: &[(u64, u64, u32)],
-) -> Result<Vec<(u32, u32)>, &'static str> {
-    let runs = merged_runs(offset, export_size, extents)?;
-    let Some(&(first_len, first_flags)) = runs.first() else {
-        return Err("plugin must return at least one extent");
-    };
-    if req_one {
-        // The minimum is at most `count`, so it fits.
-        return Ok(vec![(first_len.min(u64::from(count)) as u32, first_flags)]);
-    }
-    let request_end = offset + u64::from(count);
+/// The BLOCK_STATUS descriptors nbdkit sends for a request of `count` bytes, from `runs` of
+/// `(length, status)` that start at the request's offset and follow each other (the layers'
+/// extents, already checked and merged). Descriptors are at most 2^32−1 bytes (longer runs
+/// are split): with `req_one` only the first, capped at `count`; otherwise up to and including
+/// the first descriptor that ends beyond the request (nbdkit compares strictly, so one
+/// ending exactly at its end is followed by the next). Only the `base:allocation` bits go
+/// on the wire.
+pub fn block_status_descriptors(count: u32, req_one: bool, runs: &[(u64, u32)]) -> Vec<(u32, u32)> {
     let mut descriptors = Vec::new();
-    let mut position = offset;
-    for (mut remaining, flags) in runs {
+    let mut position = 0u64;
+    for &(mut remaining, status) in runs {
+        let status = status & (STATE_HOLE | STATE_ZERO);
         while remaining > 0 {
             let len = remaining.min(u64::from(u32::MAX));
-            descriptors.push((len as u32, flags));
+            if req_one {
+                // The minimum is at most `count`, so it fits.
+                return vec![(len.min(u64::from(count)) as u32, status)];
+            }
+            descriptors.push((len as u32, status));
             position += len;
             remaining -= len;
-            if position > request_end {
-                return Ok(descriptors);
+            if position > u64::from(count) {
+                return descriptors;
             }
         }
     }
-    Ok(descriptors)
-}
-
-/// First pass of [`extents_to_descriptors`]: `(length, flags)` runs starting at `offset`.
-fn merged_runs(offset: u64, export_size: u64, extents: &[(u64, u64, u32)]) -> Result<Vec<(u64, u32)>, &'static str> {
-    let mut runs: Vec<(u64, u32)> = Vec::new();
-    let mut expected_start = None;
-    for &(start, len, flags) in extents {
-        if expected_start.is_some_and(|expected| expected != start) {
-            return Err("extents must be ascending and contiguous");
-        }
-        let end = start.checked_add(len).ok_or("extent ends beyond 2^64")?;
-        expected_start = Some(end);
-        // Like nbdkit, a full list silently ignores the rest but still checks contiguity.
-        if len == 0 || start >= export_size || runs.len() >= MAX_EXTENTS {
-            continue;
-        }
-        let end = end.min(export_size);
-        let start = if runs.is_empty() {
-            if end <= offset {
-                continue;
-            }
-            if start > offset {
-                return Err("first extent starts after the requested offset");
-            }
-            offset
-        } else {
-            start
-        };
-        let flags = flags & (STATE_HOLE | STATE_ZERO);
-        match runs.last_mut() {
-            Some((run_len, run_flags)) if *run_flags == flags => *run_len += end - start,
-            _ => runs.push((end - start, flags)),
-        }
-    }
-    Ok(runs)
+    descriptors
 }
 
 #[cfg(test)]
@@ -235,8 +186,6 @@ mod tests {
     use crate::protocol::consts::{CMD_FLAG_FUA, CMD_RESIZE};
 
     const GIB: u64 = 1 << 30;
-
-    type Extents<'a> = &'a [(u64, u64, u32)];
 
     #[test]
     fn request_good() {
@@ -335,98 +284,49 @@ mod tests {
     }
 
     /// The memory plugin's answer for a 1 MiB disk with 4 bytes written at 0.
-    const MEMORY_EXTENTS: [(u64, u64, u32); 2] = [(0, 32768, 0), (32768, 1015808, 3)];
+    const MEMORY_RUNS: [(u64, u32); 2] = [(32768, 0), (1015808, 3)];
 
     #[test]
-    fn extents_memory_example() {
-        let descriptors = extents_to_descriptors(0, 1 << 20, 1 << 20, false, &MEMORY_EXTENTS);
-        assert_eq!(descriptors, Ok(vec![(32768, 0), (1015808, 3)]));
+    fn descriptors_memory_example() {
+        assert_eq!(
+            block_status_descriptors(1 << 20, false, &MEMORY_RUNS),
+            vec![(32768, 0), (1015808, 3)]
+        );
         // Ending exactly at the request end does not stop the walk; passing it does.
         assert_eq!(
-            extents_to_descriptors(0, 32768, 1 << 20, false, &MEMORY_EXTENTS),
-            Ok(vec![(32768, 0), (1015808, 3)])
+            block_status_descriptors(32768, false, &MEMORY_RUNS),
+            vec![(32768, 0), (1015808, 3)]
         );
-        assert_eq!(
-            extents_to_descriptors(0, 4096, 1 << 20, false, &MEMORY_EXTENTS),
-            Ok(vec![(32768, 0)])
-        );
+        assert_eq!(block_status_descriptors(4096, false, &MEMORY_RUNS), vec![(32768, 0)]);
     }
 
     #[test]
-    fn extents_req_one() {
-        assert_eq!(
-            extents_to_descriptors(0, 4096, 1 << 20, true, &MEMORY_EXTENTS),
-            Ok(vec![(4096, 0)])
-        );
-        assert_eq!(
-            extents_to_descriptors(0, 1 << 20, 1 << 20, true, &MEMORY_EXTENTS),
-            Ok(vec![(32768, 0)])
-        );
+    fn descriptors_req_one() {
+        assert_eq!(block_status_descriptors(4096, true, &MEMORY_RUNS), vec![(4096, 0)]);
+        assert_eq!(block_status_descriptors(1 << 20, true, &MEMORY_RUNS), vec![(32768, 0)]);
     }
 
     #[test]
-    fn extents_trimmed_to_offset_and_export() {
-        let extents = [(0, 0, 0), (0, 512, 3), (512, 1024, 0), (1536, 4096, 2), (5632, 512, 1)];
-        // Wholly-before extent dropped, first kept trimmed, tail clipped to the export.
-        assert_eq!(
-            extents_to_descriptors(1024, 1024, 3000, false, &extents),
-            Ok(vec![(512, 0), (1464, 2)])
-        );
+    fn descriptors_keep_only_allocation_bits() {
+        assert_eq!(block_status_descriptors(1024, false, &[(1024, 3 | 4)]), vec![(1024, 3)]);
     }
 
     #[test]
-    fn extents_merge_equal_flags_after_masking() {
-        let extents = [
-            (0, 512, 3),
-            (512, 512, 3 | 4),
-            (1024, 512, 0),
-            (1536, 0, 3),
-            (1536, 512, 0),
-        ];
-        assert_eq!(
-            extents_to_descriptors(0, 2048, 2048, false, &extents),
-            Ok(vec![(1024, 3), (1024, 0)])
-        );
-    }
-
-    #[test]
-    fn extents_errors() {
-        let cases: [(Extents, &str); 5] = [
-            (&[], "at least one"),
-            (&[(0, 512, 0)], "at least one"),
-            (&[(512, 1024, 0), (2048, 512, 3)], "contiguous"),
-            (&[(1024, 1024, 0), (512, 512, 3)], "contiguous"),
-            (&[(1536, 1024, 0)], "starts after"),
-        ];
-        for (extents, reason) in cases {
-            let message = extents_to_descriptors(1024, 512, 4096, false, extents).unwrap_err();
-            assert!(message.contains(reason), "{extents:?}: {message}");
-        }
-        let overflow = [(0, u64::MAX, 0), (u64::MAX, 2, 0)];
-        assert!(extents_to_descriptors(0, 1, 4096, false, &overflow).is_err());
-    }
-
-    #[test]
-    fn extents_longer_than_u32_are_split() {
+    fn descriptors_longer_than_u32_are_split() {
         let max = u32::MAX;
-        let extents = [(0, 10 * GIB, 3)];
         // Ends before the request end (count = 2^32−1), so the remainder follows.
         assert_eq!(
-            extents_to_descriptors(0, max, 10 * GIB, false, &extents),
-            Ok(vec![(max, 3), (max, 3)])
+            block_status_descriptors(max, false, &[(10 * GIB, 3)]),
+            vec![(max, 3), (max, 3)]
         );
         assert_eq!(
-            extents_to_descriptors(0, 1 << 20, 10 * GIB, false, &extents),
-            Ok(vec![(max, 3)])
+            block_status_descriptors(1 << 20, false, &[(10 * GIB, 3)]),
+            vec![(max, 3)]
         );
+        assert_eq!(block_status_descriptors(max, true, &[(10 * GIB, 3)]), vec![(max, 3)]);
         assert_eq!(
-            extents_to_descriptors(0, max, 10 * GIB, true, &extents),
-            Ok(vec![(max, 3)])
-        );
-        let extents = [(0, 5 * GIB, 0), (5 * GIB, GIB, 3)];
-        assert_eq!(
-            extents_to_descriptors(GIB, max, 6 * GIB, false, &extents),
-            Ok(vec![(max, 0), (1, 0)])
+            block_status_descriptors(max, false, &[(4 * GIB, 0), (GIB, 3)]),
+            vec![(max, 0), (1, 0)]
         );
     }
 }

@@ -1,31 +1,31 @@
-//! Capability grants: the files and directories named by a plugin's `file`/`directory` config
-//! keys. The host opens exactly those paths (read-only under -r) and the component reaches
-//! them only as `grants.file` / `grants.directory` resources. Unlike a WASI preopen this
-//! exposes no sibling of a granted file, and it offers what nbdkit's file plugin needs and
-//! WASI lacks: positioned I/O straight into the request buffer, fdatasync, hole punching,
-//! zero ranges, SEEK_DATA/SEEK_HOLE and fadvise.
+//! Capability grants: the files and directories named by config keys of kind `file` and
+//! `directory`. The host opens exactly those paths at configuration time (read-only under -r)
+//! and a component reaches them only as `grants.file` / `grants.directory` resources, and
+//! only for keys its own layer declares.
+//!
+//! Unlike a WASI preopen this exposes no sibling of a granted file. A directory is held open
+//! from configuration time and names are resolved beneath it with openat2(2)
+//! RESOLVE_BENEATH: no `..`, no absolute path, no symbolic link that leads out of it. Every
+//! open is non-blocking and checks the type on the opened descriptor, so a FIFO or device
+//! node cannot stall a host thread or serve as a disk.
 
-use super::bindings::nbdbox::plugin::grants::{Advice, Host, HostDirectory, HostFile};
-use super::bindings::{Errno, GuestError};
-use super::buffers::{ReadBuf, WriteBuf};
-use super::store::LayerCtx;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::Resource;
-use wasmtime::Result;
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 /// One granted path, opened at configuration time.
 pub enum Grant {
     File { file: Arc<File>, writable: bool },
-    Directory { path: PathBuf, writable: bool },
+    Directory { dir: Arc<OwnedFd>, writable: bool },
 }
 
-/// Everything granted to one plugin, by config key.
+/// Everything granted for one export, by config key.
 #[derive(Default)]
 pub struct Grants(HashMap<String, Grant>);
 
@@ -33,341 +33,150 @@ impl Grants {
     pub fn insert(&mut self, key: &str, grant: Grant) {
         self.0.insert(key.to_owned(), grant);
     }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Grant> {
+        self.0.get(key)
+    }
 }
 
-/// Open `path` for a file grant: read-write unless `readonly`, falling
-/// back to read-only when the file is not writable (as nbdkit ≥1.22 does).
-pub fn open_file(path: &Path, readonly: bool) -> io::Result<(File, bool)> {
-    if std::fs::metadata(path)?.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "is a directory (use dir= to serve the files in it)",
-        ));
+fn invalid(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why)
+}
+
+const IS_A_DIRECTORY: &str = "is a directory (use dir= to serve the files in it)";
+
+/// A disk must be a regular file or a block device; checked on the opened descriptor.
+fn check_disk(file: &File) -> io::Result<()> {
+    let kind = file.metadata()?.file_type();
+    if kind.is_dir() {
+        return Err(invalid(IS_A_DIRECTORY));
     }
-    let open = |write: bool| {
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(invalid("not a regular file or block device"));
+    }
+    Ok(())
+}
+
+/// Writable unless `readonly`, falling back to read-only when the file cannot be written
+/// (as nbdkit ≥1.22's file plugin does). `open` takes the write mode.
+fn open_writable_or_not(readonly: bool, open: impl Fn(bool) -> io::Result<File>) -> io::Result<(File, bool)> {
+    if readonly {
+        return Ok((open(false)?, false));
+    }
+    match open(true) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM)) => {
+            Ok((open(false)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Open `path` for a file grant.
+pub fn open_file(path: &Path, readonly: bool) -> io::Result<Grant> {
+    let (file, writable) = open_writable_or_not(readonly, |write| {
         std::fs::OpenOptions::new()
             .read(true)
             .write(write)
-            .custom_flags(libc::O_NOCTTY)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(path)
-    };
-    let (file, writable) = if readonly {
-        (open(false)?, false)
-    } else {
-        match open(true) {
-            Ok(f) => (f, true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM)) => {
-                (open(false)?, false)
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() && !kind.is_block_device() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file or block device",
-        ));
-    }
-    Ok((file, writable))
+    })
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EISDIR) => invalid(IS_A_DIRECTORY),
+        _ => e,
+    })?;
+    check_disk(&file)?;
+    blocking(&file)?;
+    Ok(Grant::File {
+        file: Arc::new(file),
+        writable,
+    })
 }
 
-/// Open `path` as a directory grant.
+/// Open `path` for a directory grant.
 pub fn open_directory(path: &Path, readonly: bool) -> io::Result<Grant> {
-    let path = std::fs::canonicalize(path)?;
-    if !path.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
-    }
-    Ok(Grant::Directory {
+    let dir = nix::fcntl::open(
         path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let dir = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
+    Ok(Grant::Directory {
+        dir: Arc::new(dir),
         writable: !readonly,
     })
 }
 
-/// A granted file as the guest holds it.
-pub struct GrantedFile {
-    file: Arc<File>,
-    writable: bool,
+/// Opened non-blocking so that a FIFO cannot stall the open; data I/O blocks as usual.
+fn blocking(file: &File) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let flags = OFlag::from_bits_truncate(fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
-/// A granted directory as the guest holds it.
-pub struct GrantedDirectory {
-    path: PathBuf,
-    writable: bool,
-}
-
-fn guest_error(e: io::Error) -> GuestError {
-    let errno = match e.raw_os_error() {
-        Some(libc::EPERM) => Errno::Eperm,
-        Some(libc::EROFS) => Errno::Erofs,
-        Some(libc::ENOSPC | libc::EDQUOT) => Errno::Enospc,
-        Some(libc::EFBIG) => Errno::Efbig,
-        Some(libc::ENOMEM) => Errno::Enomem,
-        Some(libc::EINVAL) => Errno::Einval,
-        Some(libc::EACCES) => Errno::Eacces,
-        Some(libc::ENOENT) => Errno::Enoent,
-        Some(libc::EOPNOTSUPP | libc::ENODEV) => Errno::Enotsup,
-        _ => Errno::Eio,
-    };
-    GuestError {
-        errno,
-        message: Some(e.to_string()),
-    }
-}
-
-fn refused(errno: Errno, message: String) -> GuestError {
-    GuestError {
-        errno,
-        message: Some(message),
-    }
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-type GuestResult<T> = Result<std::result::Result<T, GuestError>>;
-
-impl LayerCtx {
-    fn granted_file(&self, file: &Resource<GrantedFile>) -> Result<(Arc<File>, bool)> {
-        let f = self.table.get(file)?;
-        Ok((f.file.clone(), f.writable))
-    }
-
-    fn writable_file(&self, file: &Resource<GrantedFile>) -> Result<std::result::Result<Arc<File>, GuestError>> {
-        let (f, writable) = self.granted_file(file)?;
-        Ok(if writable {
-            Ok(f)
-        } else {
-            Err(refused(Errno::Erofs, "file was granted read-only".into()))
-        })
-    }
-
-    fn fallocate(&self, file: &Resource<GrantedFile>, mode: libc::c_int, count: u64, offset: u64) -> GuestResult<()> {
-        let f = match self.writable_file(file)? {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e)),
-        };
-        let ret = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as libc::off_t, count as libc::off_t) };
-        Ok(check(ret).map_err(guest_error))
-    }
-
-    fn seek(&self, file: &Resource<GrantedFile>, offset: u64, whence: libc::c_int) -> Result<io::Result<u64>> {
-        let (f, _) = self.granted_file(file)?;
-        let ret = unsafe { libc::lseek(f.as_raw_fd(), offset as libc::off_t, whence) };
-        Ok(if ret < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(ret as u64)
-        })
-    }
-}
-
-impl Host for LayerCtx {
-    fn open_file(&mut self, key: String) -> GuestResult<Resource<GrantedFile>> {
-        let granted = match self.grants.0.get(&key) {
-            Some(Grant::File { file, writable }) => GrantedFile {
-                file: file.clone(),
-                writable: *writable,
-            },
-            _ => {
-                return Ok(Err(refused(
-                    Errno::Eacces,
-                    format!("no file was granted for key '{key}'"),
-                )))
-            }
-        };
-        Ok(Ok(self.table.push(granted)?))
-    }
-
-    fn open_directory(&mut self, key: String) -> GuestResult<Resource<GrantedDirectory>> {
-        let granted = match self.grants.0.get(&key) {
-            Some(Grant::Directory { path, writable }) => GrantedDirectory {
-                path: path.clone(),
-                writable: *writable,
-            },
-            _ => {
-                return Ok(Err(refused(
-                    Errno::Eacces,
-                    format!("no directory was granted for key '{key}'"),
-                )))
-            }
-        };
-        Ok(Ok(self.table.push(granted)?))
-    }
-}
-
-impl HostFile for LayerCtx {
-    fn is_writable(&mut self, file: Resource<GrantedFile>) -> Result<bool> {
-        Ok(self.granted_file(&file)?.1)
-    }
-
-    fn size(&mut self, file: Resource<GrantedFile>) -> GuestResult<u64> {
-        let (f, _) = self.granted_file(&file)?;
-        let size = f.metadata().and_then(|m| {
-            if m.file_type().is_block_device() {
-                // A block device's size is where its end is.
-                let end = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_END) };
-                if end < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(end as u64)
-                }
-            } else {
-                Ok(m.len())
-            }
-        });
-        Ok(size.map_err(guest_error))
-    }
-
-    fn read_into(
-        &mut self,
-        file: Resource<GrantedFile>,
-        _dst: Resource<ReadBuf>,
-        at: u32,
-        count: u32,
-        offset: u64,
-    ) -> GuestResult<()> {
-        let (f, _) = self.granted_file(&file)?;
-        let buf = self.buffers.read_slice(at, count as usize)?;
-        Ok(f.read_exact_at(buf, offset).map_err(guest_error))
-    }
-
-    fn write_from(
-        &mut self,
-        file: Resource<GrantedFile>,
-        _src: Resource<WriteBuf>,
-        at: u32,
-        count: u32,
-        offset: u64,
-    ) -> GuestResult<()> {
-        let f = match self.writable_file(&file)? {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e)),
-        };
-        let buf = self.buffers.write_slice(at, count as usize)?;
-        Ok(f.write_all_at(buf, offset).map_err(guest_error))
-    }
-
-    fn read(&mut self, file: Resource<GrantedFile>, count: u32, offset: u64) -> GuestResult<Vec<u8>> {
-        let (f, _) = self.granted_file(&file)?;
-        let mut buf = vec![0; count as usize];
-        Ok(f.read_exact_at(&mut buf, offset).map(|()| buf).map_err(guest_error))
-    }
-
-    fn write(&mut self, file: Resource<GrantedFile>, data: Vec<u8>, offset: u64) -> GuestResult<()> {
-        Ok(match self.writable_file(&file)? {
-            Ok(f) => f.write_all_at(&data, offset).map_err(guest_error),
-            Err(e) => Err(e),
-        })
-    }
-
-    fn sync(&mut self, file: Resource<GrantedFile>) -> GuestResult<()> {
-        let (f, _) = self.granted_file(&file)?;
-        Ok(f.sync_data().map_err(guest_error))
-    }
-
-    fn punch_hole(&mut self, file: Resource<GrantedFile>, count: u64, offset: u64) -> GuestResult<()> {
-        self.fallocate(
-            &file,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            count,
-            offset,
-        )
-    }
-
-    fn zero_range(&mut self, file: Resource<GrantedFile>, count: u64, offset: u64) -> GuestResult<()> {
-        self.fallocate(
-            &file,
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-            count,
-            offset,
-        )
-    }
-
-    fn next_data(&mut self, file: Resource<GrantedFile>, offset: u64) -> GuestResult<Option<u64>> {
-        Ok(match self.seek(&file, offset, libc::SEEK_DATA)? {
-            Ok(pos) => Ok(Some(pos)),
-            // ENXIO: nothing but a hole from here to the end.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-            Err(e) => Err(guest_error(e)),
-        })
-    }
-
-    fn next_hole(&mut self, file: Resource<GrantedFile>, offset: u64) -> GuestResult<u64> {
-        Ok(self.seek(&file, offset, libc::SEEK_HOLE)?.map_err(guest_error))
-    }
-
-    fn advise(&mut self, file: Resource<GrantedFile>, advice: Advice, count: u64, offset: u64) -> Result<()> {
-        let (f, _) = self.granted_file(&file)?;
-        let advice = match advice {
-            Advice::Normal => libc::POSIX_FADV_NORMAL,
-            Advice::Random => libc::POSIX_FADV_RANDOM,
-            Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
-            Advice::WillNeed => libc::POSIX_FADV_WILLNEED,
-            Advice::DontNeed => libc::POSIX_FADV_DONTNEED,
-        };
-        // Advisory: a failure changes nothing the guest could act on.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), offset as libc::off_t, count as libc::off_t, advice) };
-        Ok(())
-    }
-
-    fn drop(&mut self, file: Resource<GrantedFile>) -> Result<()> {
-        self.table.delete(file)?;
-        Ok(())
-    }
-}
-
-/// A directory entry name the guest may open: one path component, not `.` or `..`.
-fn plain_name(name: &str) -> bool {
+/// A directory entry name: one path component, not `.` or `..`.
+pub fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
 }
 
-impl HostDirectory for LayerCtx {
-    fn list(&mut self, dir: Resource<GrantedDirectory>) -> GuestResult<Vec<String>> {
-        let path = self.table.get(&dir)?.path.clone();
-        let listing = std::fs::read_dir(&path).map(|entries| {
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() || m.file_type().is_block_device()))
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect();
-            names.sort();
-            names
-        });
-        Ok(listing.map_err(guest_error))
+/// openat2(2) beneath `dir`, refusing anything that resolves outside it.
+fn open_beneath_raw(dir: &OwnedFd, name: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    if !plain_name(name) {
+        return Err(invalid("not a plain file name in the directory"));
     }
+    // openat2 refuses O_PATH with flags that only matter for a real open.
+    let extra = if flags.contains(OFlag::O_PATH) {
+        OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK
+    };
+    let how = OpenHow::new()
+        .flags(flags | extra)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), name, how)?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
 
-    fn open(
-        &mut self,
-        dir: Resource<GrantedDirectory>,
-        name: String,
-        writable: bool,
-    ) -> GuestResult<Resource<GrantedFile>> {
-        let granted = self.table.get(&dir)?;
-        if !plain_name(&name) {
-            return Ok(Err(refused(
-                Errno::Einval,
-                format!("'{name}' is not a plain file name in the directory"),
-            )));
+/// Open entry `name` of a granted directory as a disk.
+pub fn open_beneath(dir: &OwnedFd, name: &str, writable: bool) -> io::Result<(File, bool)> {
+    let (file, writable) = open_writable_or_not(!writable, |write| {
+        let mode = if write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+        open_beneath_raw(dir, name, mode).map(File::from)
+    })?;
+    check_disk(&file)?;
+    blocking(&file)?;
+    Ok((file, writable))
+}
+
+/// The entries of a granted directory that open beneath it as disks, in the directory's
+/// own order (as nbdkit's file plugin lists them).
+pub fn list(dir: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut entries = nix::dir::Dir::openat(
+        Some(dir.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for entry in entries.iter() {
+        let Ok(name) = entry?.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        // O_PATH opens nothing: safe on FIFOs and devices, and follows only links that stay
+        // beneath the directory.
+        let is_disk = open_beneath_raw(dir, &name, OFlag::O_PATH)
+            .and_then(|fd| Ok(File::from(fd).metadata()?.file_type()))
+            .is_ok_and(|kind| kind.is_file() || kind.is_block_device());
+        if is_disk {
+            names.push(name);
         }
-        let (path, dir_writable) = (granted.path.join(&name), granted.writable);
-        let opened = open_file(&path, !(writable && dir_writable)).map(|(file, writable)| GrantedFile {
-            file: Arc::new(file),
-            writable,
-        });
-        Ok(match opened {
-            Ok(file) => Ok(self.table.push(file)?),
-            Err(e) => Err(guest_error(e)),
-        })
     }
-
-    fn drop(&mut self, dir: Resource<GrantedDirectory>) -> Result<()> {
-        self.table.delete(dir)?;
-        Ok(())
-    }
+    Ok(names)
 }

@@ -1,71 +1,113 @@
-//! The component runtime: wasmtime engine, linker, built-in components, grants and limits.
+//! The component runtime: wasmtime's engine and linker, the built-in components, and the
+//! instances that plugins and filters run in.
 //!
-//! Each plugin instance runs in its own `Store` with a memory cap and a per-call deadline;
-//! it sees WASI only as the plumbing Rust's std needs (no filesystem, no sockets), plus the
-//! host interfaces of `wit/` and whatever files it was granted.
+//! Each instance runs in its own `Store` with a memory cap and a per-call deadline. It sees
+//! WASI with nothing granted, the host interfaces of `wit/`, the files it was granted, and
+//! (for a filter) the layer below through [`below`], which `backend` implements.
+//!
+//! The modules read in one direction:
+//!
+//! ```text
+//!   below, resources, grants, clock, wasi   leaves: traits, resource reps, grant opening
+//!     → state                               what a store holds (StoreData, LayerEnv)
+//!     → instance                            the call discipline, typed calls
+//!     → component                           loading, version policy, instantiation
+//!     → host/                               the WIT interfaces' host side
+//!     → engine, this file                   the process-wide engine and linker
+//! ```
 
+pub mod below;
 pub mod bindings;
-pub mod buffers;
-pub mod component;
+mod clock;
+mod component;
 pub mod engine;
 pub mod grants;
-pub mod next;
-pub mod stack;
-pub mod store;
+mod host;
+mod instance;
+mod resources;
+mod state;
+mod wasi;
 
+pub use component::{LayerComponent, Role};
+pub use instance::{CallError, Handle, Instance};
+pub use state::{LayerEnv, Limits};
+
+use crate::log::Log;
+use crate::shutdown::Shutdown;
+use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 use wasmtime::component::Linker;
 use wasmtime::error::Context as _;
-use wasmtime::Engine;
-use wasmtime::{bail, Result};
-
-pub use component::{CallError, Instance, LayerComponent, Limits, Role};
-pub use stack::{InstanceSlot, Stack};
-pub use store::LayerCtx;
+use wasmtime::{bail, Engine, Result};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
+pub use builtin::{FILTER_NAMES, PLUGIN_NAMES};
+
 /// Names of the built-in components of a role, for help and error messages.
-pub fn builtin_names(role: Role) -> Vec<&'static str> {
-    builtins(role).iter().map(|(name, _)| *name).collect()
+pub fn builtin_names(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Plugin => PLUGIN_NAMES,
+        Role::Filter => FILTER_NAMES,
+    }
 }
 
-fn builtins(role: Role) -> &'static [(&'static str, &'static [u8])] {
-    match role {
+fn builtin_wasm(role: Role, name: &str) -> Option<&'static [u8]> {
+    let table = match role {
         Role::Plugin => builtin::PLUGINS,
         Role::Filter => builtin::FILTERS,
-    }
+    };
+    table.iter().find(|(n, _)| *n == name).map(|(_, wasm)| *wasm)
 }
 
 /// The engine and linker shared by every component of the process.
 pub struct Runtime {
     pub engine: Engine,
-    linker: Linker<LayerCtx>,
+    linker: Linker<state::StoreData>,
+    log: Log,
+    shutdown: Shutdown,
 }
 
 impl Runtime {
-    pub fn new() -> Result<Runtime> {
+    pub fn new(log: Log, shutdown: Shutdown) -> Result<Runtime> {
         let engine = engine::new_engine()?;
-        let linker = component::new_linker(&engine)?;
-        Ok(Runtime { engine, linker })
+        let linker = host::new_linker(&engine)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            log,
+            shutdown,
+        })
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// Load a plugin or filter by built-in name, or from a `.wasm` path (anything with a `/`
     /// or `.`, as nbdkit tells short names from paths).
     pub fn load(&self, spec: &str, role: Role, limits: Limits) -> Result<LayerComponent> {
-        let what = if role == Role::Plugin { "plugin" } else { "filter" };
-        let wasm: std::borrow::Cow<[u8]> = if spec.contains('/') || spec.contains('.') {
+        let what = role.name();
+        let wasm: Cow<[u8]> = if spec.contains('/') || spec.contains('.') {
             std::fs::read(Path::new(spec))
                 .with_context(|| format!("cannot open {what} '{spec}'"))?
                 .into()
-        } else if let Some((_, bytes)) = builtins(role).iter().find(|(name, _)| *name == spec) {
-            (*bytes).into()
+        } else if let Some(bytes) = builtin_wasm(role, spec) {
+            bytes.into()
         } else {
             let known = builtin_names(role).join(", ");
             bail!("unknown {what} '{spec}': built-in {what}s are {known}; a third-party {what} is given as a path to its .wasm file");
         };
-        LayerComponent::load(&self.engine, &self.linker, spec, &wasm, role, limits)
+        let component = engine::load_component(&self.engine, &wasm, &self.log)
+            .with_context(|| format!("cannot load {what} '{spec}'"))?;
+        let probe = LayerEnv::probe(spec, limits, self.log.clone(), self.shutdown.clone());
+        LayerComponent::load(&self.engine, &self.linker, component, spec, role, Arc::new(probe))
     }
 }

@@ -1,17 +1,21 @@
-//! The fixed-newstyle handshake, as nbdkit drives it (doc §2.11): option by option until the
-//! client picks an export (GO / EXPORT_NAME), aborts, or breaks the protocol.
+//! The fixed-newstyle handshake, as nbdkit drives it (server/protocol-handshake-newstyle.c):
+//! option by option until the client picks an export (GO / EXPORT_NAME), aborts, or breaks
+//! the protocol. nbdkit calls this "option haggling".
 
-use super::ServerConfig;
-use crate::chain::Context;
+use super::{eflags, Server, Transport};
+use crate::api::Error;
+use crate::backend::{Export, Opened};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self as codec, InvalidOption};
 use crate::protocol::ProtocolError;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// The export a client chose, with what was negotiated on the way.
 pub struct Negotiated {
-    pub context: Context,
+    pub export: Arc<Export>,
+    pub opened: Opened,
     pub structured_replies: bool,
     /// base:allocation was selected for this export by SET_META_CONTEXT.
     pub base_allocation: bool,
@@ -24,14 +28,13 @@ pub enum HandshakeError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
-    #[error("too many options without choosing an export")]
-    TooManyOptions,
-    #[error("cannot open export '{0}': {1}")]
-    ExportName(String, String),
+    #[error("cannot open export '{name}': {error}")]
+    ExportName { name: String, error: Error },
 }
 
-struct Haggle<'a> {
-    config: &'a ServerConfig,
+/// The state of option negotiation.
+struct Negotiation<'a> {
+    server: &'a Server,
     structured_replies: bool,
     /// The export name SET_META_CONTEXT selected base:allocation for.
     meta_export: Option<String>,
@@ -40,12 +43,10 @@ struct Haggle<'a> {
     out: Vec<u8>,
 }
 
-pub fn negotiate(
-    config: &ServerConfig,
-    r: &mut impl Read,
-    w: &mut impl Write,
-) -> Result<Option<Negotiated>, HandshakeError> {
-    let offered = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & config.handshake_mask;
+/// Negotiate over `transport`; on success the transmission phase takes it over.
+pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negotiated, Transport)>, HandshakeError> {
+    let (mut r, mut w) = (&transport, &transport);
+    let offered = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & server.options.handshake_mask;
     w.write_all(&codec::greeting(offered))?;
     let mut flags = [0; 4];
     r.read_exact(&mut flags)?;
@@ -54,8 +55,8 @@ pub fn negotiate(
     let fixed = client_flags & FLAG_C_FIXED_NEWSTYLE != 0;
     let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
 
-    let mut h = Haggle {
-        config,
+    let mut n = Negotiation {
+        server,
         structured_replies: false,
         meta_export: None,
         listed: false,
@@ -63,97 +64,106 @@ pub fn negotiate(
         out: Vec::new(),
     };
     loop {
-        if h.options_left == 0 {
-            return Err(HandshakeError::TooManyOptions);
+        if n.options_left == 0 {
+            return Err(ProtocolError::TooManyOptions.into());
         }
-        h.options_left -= 1;
+        n.options_left -= 1;
         let mut header = [0; codec::OPTION_HEADER_LEN];
         r.read_exact(&mut header)?;
         let header = codec::parse_option_header(&header)?;
         let mut payload = vec![0; header.length as usize];
         r.read_exact(&mut payload)?;
-        h.out.clear();
+        n.out.clear();
         let option = header.option;
 
         let outcome = if !fixed && option != OPT_EXPORT_NAME {
-            h.error(option, REP_ERR_INVALID, "fixed newstyle was not negotiated");
+            n.error(option, REP_ERR_INVALID, "fixed newstyle was not negotiated");
             None
         } else {
             match option {
                 OPT_EXPORT_NAME => {
                     let name = codec::parse_export_name(&payload)?;
-                    let context = config
-                        .chain
-                        .open(config.readonly, name)
-                        .map_err(|e| HandshakeError::ExportName(name.to_owned(), e))?;
-                    codec::export_name_reply(
-                        &mut h.out,
-                        context.size,
-                        context.eflags(h.structured_replies),
-                        no_zeroes,
-                    );
-                    Some(Some(h.negotiated(context, name)))
+                    let (export, opened) = n.open(name).map_err(|error| HandshakeError::ExportName {
+                        name: name.to_owned(),
+                        error,
+                    })?;
+                    let flags = eflags(&opened.caps, n.structured_replies, export.thread_model());
+                    codec::export_name_reply(&mut n.out, opened.size, flags, no_zeroes);
+                    Some(Some(n.negotiated(export, opened, name)))
                 }
                 OPT_ABORT => {
-                    codec::option_reply(&mut h.out, option, REP_ACK, &[]);
+                    codec::option_reply(&mut n.out, option, REP_ACK, &[]);
                     // The client may close without reading the ACK.
-                    let _ = w.write_all(&h.out);
+                    let _ = w.write_all(&n.out);
                     return Ok(None);
                 }
                 OPT_LIST => {
-                    h.list(option, &payload);
+                    n.list(option, &payload);
                     None
                 }
                 OPT_STARTTLS if !payload.is_empty() => {
-                    h.error(option, REP_ERR_INVALID, "STARTTLS takes no data");
+                    n.error(option, REP_ERR_INVALID, "STARTTLS takes no data");
                     None
                 }
                 OPT_STARTTLS => {
-                    h.error(option, REP_ERR_POLICY, "TLS is not enabled on this server");
+                    n.error(option, REP_ERR_POLICY, "TLS is not enabled on this server");
                     None
                 }
-                OPT_INFO | OPT_GO => h.info_or_go(option, &payload).map(Some),
+                OPT_INFO | OPT_GO => n.info_or_go(option, &payload).map(Some),
                 OPT_STRUCTURED_REPLY if !payload.is_empty() => {
-                    h.error(option, REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
+                    n.error(option, REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
                     None
                 }
-                OPT_STRUCTURED_REPLY if config.no_structured_replies => {
-                    h.error(option, REP_ERR_UNSUP, "structured replies are disabled (--no-sr)");
+                OPT_STRUCTURED_REPLY if server.options.no_structured_replies => {
+                    n.error(option, REP_ERR_UNSUP, "structured replies are disabled (--no-sr)");
                     None
                 }
                 OPT_STRUCTURED_REPLY => {
-                    h.structured_replies = true;
-                    codec::option_reply(&mut h.out, option, REP_ACK, &[]);
+                    n.structured_replies = true;
+                    codec::option_reply(&mut n.out, option, REP_ACK, &[]);
                     None
                 }
                 OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                    h.meta_context(option, &payload);
+                    n.meta_context(option, &payload);
                     None
                 }
                 _ => {
-                    h.error(option, REP_ERR_UNSUP, "unsupported option");
+                    n.error(option, REP_ERR_UNSUP, "unsupported option");
                     None
                 }
             }
         };
-        w.write_all(&h.out)?;
+        w.write_all(&n.out)?;
         if let Some(chosen) = outcome {
-            return Ok(chosen);
+            return Ok(chosen.map(|negotiated| (negotiated, transport)));
         }
     }
 }
 
-impl Haggle<'_> {
+impl Negotiation<'_> {
     fn error(&mut self, option: u32, reply: u32, message: &str) {
         codec::option_reply(&mut self.out, option, reply, message.as_bytes());
     }
 
-    fn negotiated(&self, context: Context, name: &str) -> Negotiated {
+    fn negotiated(&self, export: Arc<Export>, opened: Opened, name: &str) -> Negotiated {
         Negotiated {
-            context,
+            export,
+            opened,
             structured_replies: self.structured_replies,
             base_allocation: self.meta_export.as_deref() == Some(name),
         }
+    }
+
+    /// The export for `name`, opened: the default export "" stands for the name its layers
+    /// give it (nbdkit's .default_export).
+    fn open(&self, name: &str) -> Result<(Arc<Export>, Opened), Error> {
+        let export = self.server.exports.for_name(name).clone();
+        let canonical = match name {
+            "" => export.default_export().unwrap_or_default(),
+            _ => name.to_owned(),
+        };
+        let opened = export.open(&canonical)?;
+        Ok((export, opened))
     }
 
     fn list(&mut self, option: u32, payload: &[u8]) {
@@ -164,17 +174,19 @@ impl Haggle<'_> {
             return self.error(option, REP_ERR_INVALID, "LIST may be sent only once");
         }
         self.listed = true;
-        match self.config.chain.list_exports(self.config.readonly) {
-            Ok(exports) => {
-                for export in &exports {
-                    let payload = codec::rep_server_payload(&export.name, export.description.as_deref());
-                    codec::option_reply(&mut self.out, option, REP_SERVER, &payload);
-                }
-                self.options_left += MAX_OPTIONS * exports.len();
-                codec::option_reply(&mut self.out, option, REP_ACK, &[]);
+        let mut listed = Vec::new();
+        for export in self.server.exports.all() {
+            match export.list_exports() {
+                Ok(exports) => listed.extend(exports),
+                Err(_) => return self.error(option, REP_ERR_PLATFORM, "listing exports failed"),
             }
-            Err(_) => self.error(option, REP_ERR_PLATFORM, "listing exports failed"),
         }
+        for export in &listed {
+            let payload = codec::rep_server_payload(&export.name, export.description.as_deref());
+            codec::option_reply(&mut self.out, option, REP_SERVER, &payload);
+        }
+        self.options_left += MAX_OPTIONS * listed.len();
+        codec::option_reply(&mut self.out, option, REP_ACK, &[]);
     }
 
     /// INFO or GO; Some when GO chose the export.
@@ -186,33 +198,31 @@ impl Haggle<'_> {
                 return None;
             }
         };
-        let context = match self.config.chain.open(self.config.readonly, request.name) {
-            Ok(context) => context,
-            Err(why) => {
-                log::error!("cannot open export '{}': {why}", request.name);
+        let (export, opened) = match self.open(request.name) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let why = e.to_string();
+                log::error!(self.server.log, "cannot open export '{}': {why}", request.name);
                 self.error(option, REP_ERR_UNKNOWN, &why);
                 return None;
             }
         };
-        let export = codec::info_export_payload(context.size, context.eflags(self.structured_replies));
-        codec::option_reply(&mut self.out, option, REP_INFO, &export);
+        let flags = eflags(&opened.caps, self.structured_replies, export.thread_model());
+        let payload = codec::info_export_payload(opened.size, flags);
+        codec::option_reply(&mut self.out, option, REP_INFO, &payload);
         for &info in &request.info_types {
             match info {
                 INFO_NAME => {
                     codec::option_reply(&mut self.out, option, REP_INFO, &codec::info_name_payload(request.name))
                 }
                 INFO_DESCRIPTION => {
-                    if let Some(description) = context.export_description() {
-                        codec::option_reply(
-                            &mut self.out,
-                            option,
-                            REP_INFO,
-                            &codec::info_description_payload(&description),
-                        );
+                    if let Some(description) = opened.export_description() {
+                        let payload = codec::info_description_payload(&description);
+                        codec::option_reply(&mut self.out, option, REP_INFO, &payload);
                     }
                 }
                 INFO_BLOCK_SIZE => {
-                    if let Some(b) = context.block_size {
+                    if let Ok(Some(b)) = opened.block_size() {
                         let payload = codec::info_block_size_payload(b.minimum, b.preferred, b.maximum);
                         codec::option_reply(&mut self.out, option, REP_INFO, &payload);
                     }
@@ -222,7 +232,7 @@ impl Haggle<'_> {
             }
         }
         codec::option_reply(&mut self.out, option, REP_ACK, &[]);
-        (option == OPT_GO).then(|| self.negotiated(context, request.name))
+        (option == OPT_GO).then(|| self.negotiated(export, opened, request.name))
     }
 
     fn meta_context(&mut self, option: u32, payload: &[u8]) {

@@ -1,21 +1,21 @@
 //! Listening sockets (TCP, Unix) and the accept loop: one thread per connection, until the
 //! shutdown path fires; then in-flight requests finish and idle clients are let go.
 
-use super::{serve, ServerConfig};
-use crate::lifecycle::shutdown;
+use super::transport::{HangUp, Transport};
+use super::{serve, Server};
 use crate::log;
+use anyhow::{bail, Context as _, Result};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{TcpListener, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wasmtime::error::Context as _;
-use wasmtime::{bail, format_err, Result};
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -23,11 +23,23 @@ pub enum Listener {
 }
 
 impl Listener {
-    fn raw_fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
         }
+    }
+
+    fn accept(&self) -> std::io::Result<Transport> {
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept()?;
+                // Small replies must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                Transport::Tcp(stream)
+            }
+            Listener::Unix(l) => Transport::Unix(l.accept()?.0),
+        })
     }
 }
 
@@ -82,15 +94,14 @@ pub fn bind_unix(path: &Path) -> Result<Listener> {
 
 /// Adopt a listening socket passed by a socket activator (fd 3 onwards).
 pub fn from_activated_fd(fd: RawFd) -> Result<Listener> {
-    use nix::sys::socket::{getsockname, SockaddrLike, SockaddrStorage};
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
     use std::os::fd::{FromRawFd, OwnedFd};
-    let address =
-        getsockname::<SockaddrStorage>(fd).map_err(|e| format_err!("LISTEN_FDS: fd {fd} is not a socket: {e}"))?;
+    let address = getsockname::<SockaddrStorage>(fd).with_context(|| format!("LISTEN_FDS: fd {fd} is not a socket"))?;
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     // SAFETY: the activator handed this descriptor to us; nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(match address.family() {
-        Some(nix::sys::socket::AddressFamily::Unix) => Listener::Unix(UnixListener::from(owned)),
+        Some(AddressFamily::Unix) => Listener::Unix(UnixListener::from(owned)),
         _ => Listener::Tcp(TcpListener::from(owned)),
     })
 }
@@ -103,130 +114,94 @@ fn is_stale_socket(path: &Path) -> bool {
 /// Open connections, so the shutdown path can let idle clients go.
 #[derive(Default)]
 struct Connections {
-    open: Mutex<HashMap<u64, RawFd>>,
+    open: Mutex<HashMap<u64, Option<HangUp>>>,
     ended: Condvar,
 }
 
 impl Connections {
-    fn add(&self, id: u64, fd: RawFd) {
-        self.open.lock().unwrap().insert(id, fd);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<HangUp>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
-    /// Called before the connection's socket is closed, so `hang_up` never touches a
-    /// reused descriptor.
+    fn add(&self, id: u64, hang_up: Option<HangUp>) {
+        self.lock().insert(id, hang_up);
+    }
     fn remove(&self, id: u64) {
-        self.open.lock().unwrap().remove(&id);
+        self.lock().remove(&id);
         self.ended.notify_all();
     }
     /// Wait up to `grace` for connections to end by themselves.
     fn wait(&self, grace: Duration) -> bool {
-        let open = self.open.lock().unwrap();
+        let open = self.lock();
         let (open, _) = self
             .ended
             .wait_timeout_while(open, grace, |open| !open.is_empty())
-            .unwrap();
+            .unwrap_or_else(|p| p.into_inner());
         open.is_empty()
     }
     /// Stop reading from every remaining client: its worker sees EOF after finishing what
     /// it is doing.
     fn hang_up(&self) {
-        for &fd in self.open.lock().unwrap().values() {
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        for hang_up in self.lock().values().flatten() {
+            hang_up.hang_up();
         }
     }
 }
 
-/// How long an idle client may hold up a shutdown before it is disconnected.
+/// How long an idle client may hold up a shutdown before it is disconnected, and how long
+/// calls still running in components then have before they are cut off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Accept connections until the shutdown path fires, then wind down.
-pub fn accept_loop(listeners: Vec<Listener>, config: Arc<ServerConfig>) {
+pub fn accept_loop(listeners: Vec<Listener>, server: Arc<Server>) {
     let connections = Arc::new(Connections::default());
     let next_id = AtomicU64::new(1);
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .map(|l| libc::pollfd {
-            fd: l.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    fds.push(libc::pollfd {
-        fd: shutdown::wake_fd().as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    while !shutdown::requested() {
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
+    while !server.shutdown.requested() {
+        let mut fds: Vec<PollFd> = listeners
+            .iter()
+            .map(|l| PollFd::new(l.fd(), PollFlags::POLLIN))
+            .chain([PollFd::new(server.shutdown.wake_fd(), PollFlags::POLLIN)])
+            .collect();
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!(server.log, "poll: {e}");
+                break;
             }
-            log::error!("poll: {e}");
-            break;
         }
-        for (listener, pfd) in listeners.iter().zip(&fds) {
-            if pfd.revents & libc::POLLIN != 0 {
-                accept_one(listener, &config, &connections, next_id.fetch_add(1, Ordering::Relaxed));
-            }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .collect();
+        for (listener, _) in listeners.iter().zip(ready).filter(|(_, ready)| *ready) {
+            accept_one(listener, &server, &connections, next_id.fetch_add(1, Ordering::Relaxed));
         }
     }
     drop(listeners);
     if !connections.wait(SHUTDOWN_GRACE) {
         connections.hang_up();
-        connections.wait(Duration::from_secs(60));
+        if !connections.wait(SHUTDOWN_GRACE) {
+            server.shutdown.abort();
+            connections.wait(Duration::from_secs(60));
+        }
     }
 }
 
-fn accept_one(listener: &Listener, config: &Arc<ServerConfig>, connections: &Arc<Connections>, id: u64) {
-    let accepted = match listener {
-        Listener::Tcp(l) => l.accept().map(|(s, _)| {
-            // Small replies must not wait for Nagle.
-            let _ = s.set_nodelay(true);
-            (s.as_raw_fd(), Stream::Tcp(s))
-        }),
-        Listener::Unix(l) => l.accept().map(|(s, _)| (s.as_raw_fd(), Stream::Unix(s))),
+fn accept_one(listener: &Listener, server: &Arc<Server>, connections: &Arc<Connections>, id: u64) {
+    let transport = match listener.accept() {
+        Ok(transport) => transport,
+        Err(e) => return log::debug!(server.log, "accept: {e}"),
     };
-    let (fd, stream) = match accepted {
-        Ok(accepted) => accepted,
-        Err(e) => return log::debug!("accept: {e}"),
-    };
-    connections.add(id, fd);
-    let (config, connections) = (config.clone(), connections.clone());
+    connections.add(id, transport.hang_up_handle().ok().flatten());
+    let (thread_server, registry) = (server.clone(), connections.clone());
     let spawned = std::thread::Builder::new().name(format!("conn-{id}")).spawn(move || {
-        log::debug!("connection {id}: accepted");
-        match stream.split() {
-            Ok((mut reader, mut writer)) => {
-                serve(&config, &mut reader, &mut writer, id);
-                // Deregister while the socket is still open (see `Connections::remove`).
-                connections.remove(id);
-            }
-            Err(e) => {
-                log::debug!("connection {id}: {e}");
-                connections.remove(id);
-            }
-        }
+        log::debug!(thread_server.log, "connection {id}: accepted");
+        serve(&thread_server, transport, id);
+        registry.remove(id);
     });
     if let Err(e) = spawned {
-        log::error!("cannot start a thread for connection {id}: {e}");
-    }
-}
-
-/// An accepted socket, split into independent read and write halves.
-enum Stream {
-    Tcp(std::net::TcpStream),
-    Unix(UnixStream),
-}
-
-type Half = Box<dyn ReadWrite + Send>;
-trait ReadWrite: std::io::Read + std::io::Write {}
-impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
-
-impl Stream {
-    fn split(self) -> std::io::Result<(Half, Half)> {
-        Ok(match self {
-            Stream::Tcp(s) => (Box::new(s.try_clone()?), Box::new(s)),
-            Stream::Unix(s) => (Box::new(s.try_clone()?), Box::new(s)),
-        })
+        // The socket is dropped with the closure: the client sees the connection close.
+        connections.remove(id);
+        log::error!(server.log, "cannot start a thread for connection {id}: {e}");
     }
 }

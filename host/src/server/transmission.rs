@@ -1,28 +1,30 @@
-//! The transmission phase: requests are read, validated once, run through the chain and
-//! answered. With a parallel plugin several workers share the connection, so requests are
-//! pipelined and replies may leave out of order; a request is read and its reply written
-//! whole under the connection's read and write locks.
+//! The transmission phase: requests are read, validated, run through the export's layers
+//! and answered. With a parallel export several workers share the connection, so requests
+//! are pipelined and replies may leave out of order; a request is read and its reply
+//! written whole under the connection's read and write locks (nbdkit's server/protocol.c).
 
 use super::handshake::Negotiated;
-use super::ServerConfig;
-use crate::chain::Context;
-use crate::lifecycle::shutdown;
+use super::{nbd_error, Server, Transport};
+use crate::api::{Error, Flags, ThreadModel};
+use crate::backend::{Export, Opened};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::transmission::{self as codec, Command, Request};
 use crate::protocol::validate::{validate, ExportState};
 use crate::protocol::NbdError;
-use crate::runtime::bindings::ThreadModel;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-struct Connection<R, W> {
+struct Connection<'a> {
     id: u64,
-    reader: Mutex<R>,
-    writer: Mutex<W>,
-    context: Context,
-    export: ExportState,
+    server: &'a Server,
+    transport: &'a Transport,
+    read_lock: Mutex<()>,
+    write_lock: Mutex<()>,
+    export: Arc<Export>,
+    opened: Opened,
+    state: ExportState,
     /// Set on DISC, EOF or a broken stream: no more requests are read.
     closing: AtomicBool,
 }
@@ -35,51 +37,61 @@ enum Outcome {
     BlockStatus(Vec<(u32, u32)>),
 }
 
-pub fn run<R: Read + Send, W: Write + Send>(
-    config: &ServerConfig,
-    negotiated: Negotiated,
-    reader: R,
-    writer: W,
-    id: u64,
-) {
+pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u64) {
     let Negotiated {
-        context,
+        export,
+        opened,
         structured_replies,
         base_allocation,
     } = negotiated;
-    let export = ExportState {
-        size: context.size,
-        eflags: context.eflags(structured_replies),
+    let state = ExportState {
+        size: opened.size,
+        eflags: super::eflags(&opened.caps, structured_replies, export.thread_model()),
         structured_replies,
         base_allocation,
     };
-    let workers = if context.thread_model() == ThreadModel::Parallel {
-        config.threads.max(1)
+    let workers = if export.thread_model() == ThreadModel::Parallel {
+        server.options.threads.max(1)
     } else {
         1
     };
     let conn = Connection {
         id,
-        reader: Mutex::new(reader),
-        writer: Mutex::new(writer),
-        context,
+        server,
+        transport,
+        read_lock: Mutex::new(()),
+        write_lock: Mutex::new(()),
         export,
+        opened,
+        state,
         closing: AtomicBool::new(false),
     };
     log::debug!(
+        server.log,
         "connection {id}: transmission with {workers} worker(s), size {}, eflags {:#06x}",
-        export.size,
-        export.eflags
+        state.size,
+        state.eflags
     );
     std::thread::scope(|scope| {
-        for _ in 1..workers {
-            scope.spawn(|| conn.worker());
+        for n in 1..workers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("conn-{id}-{n}"))
+                .spawn_scoped(scope, || conn.worker());
+            if let Err(e) = spawned {
+                // The workers already running serve the connection, only with less overlap.
+                log::warning!(server.log, "connection {id}: cannot start worker {n}: {e}");
+                break;
+            }
         }
         conn.worker();
     });
 }
 
-impl<R: Read, W: Write> Connection<R, W> {
+fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection<'_> {
     fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
     }
@@ -91,14 +103,15 @@ impl<R: Read, W: Write> Connection<R, W> {
             let (request, verdict) = match self.next_request(&mut buf) {
                 Ok(Some(next)) => next,
                 Ok(None) => return,
-                Err(e) => return log::debug!("connection {}: {e}", self.id),
+                Err(e) => return log::debug!(self.server.log, "connection {}: {e}", self.id),
             };
             let result = verdict.and_then(|()| {
+                let _serial = self.export.lock_request();
                 self.execute(&request, &mut buf)
-                    .map_err(|e| e.for_request_flags(request.flags))
+                    .map_err(|e| nbd_error(e.errno).for_request_flags(request.flags))
             });
             if let Err(e) = self.reply(&request, result, &buf) {
-                log::debug!("connection {}: writing a reply: {e}", self.id);
+                log::debug!(self.server.log, "connection {}: writing a reply: {e}", self.id);
                 return self.close();
             }
         }
@@ -107,11 +120,11 @@ impl<R: Read, W: Write> Connection<R, W> {
     /// Read the next request (and a WRITE's payload into `buf`), validated. None once the
     /// connection is closing.
     fn next_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
-        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let _reading = lock(&self.read_lock);
         if self.closing.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let next = self.read_request(&mut *reader, buf);
+        let next = self.read_request(buf);
         if !matches!(next, Ok(Some(_))) {
             // Marked while the read lock is held, so no other worker starts reading a stream
             // that has ended or broken (it would wait forever for a client that is done).
@@ -121,80 +134,98 @@ impl<R: Read, W: Write> Connection<R, W> {
     }
 
     /// One request off the wire; None at EOF or DISC (requests already read still finish).
-    fn read_request(&self, reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
+    fn read_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
+        let mut reader = self.transport;
         let mut header = [0; codec::REQUEST_HEADER_LEN];
-        if !read_exact_or_eof(reader, &mut header)? {
+        if !read_exact_or_eof(&mut reader, &mut header)? {
             return Ok(None);
         }
         let request = codec::parse_request(&header).map_err(io::Error::other)?;
         if request.command == Command::Disc {
             return Ok(None);
         }
-        let mut verdict = validate(&request, &self.export);
-        if verdict.is_ok() && shutdown::requested() {
+        let mut verdict = validate(&request, &self.state);
+        if verdict.is_ok() && self.server.shutdown.requested() {
             verdict = Err(NbdError::Shutdown);
         }
-        if request.command == Command::Write {
-            let count = request.count as usize;
-            if verdict.is_ok() {
-                if buf.len() < count {
-                    buf.resize(count, 0);
-                }
-                reader.read_exact(&mut buf[..count])?;
-            } else if count <= MAX_WRITE_DRAIN as usize {
-                // Keep the stream in step: a refused write's payload is still on the wire.
-                io::copy(&mut reader.take(count as u64), &mut io::sink())?;
-            } else {
-                return Err(io::Error::other(format!(
-                    "refusing to drain a {count}-byte write payload"
-                )));
+        // A refused write's payload is still on the wire: read it to keep the stream in
+        // step, unless it is too large to be worth draining.
+        let payload = request.payload_len().map_err(io::Error::other)? as usize;
+        if verdict.is_ok() {
+            if buf.len() < payload {
+                buf.resize(payload, 0);
             }
+            reader.read_exact(&mut buf[..payload])?;
+        } else {
+            io::copy(&mut reader.take(payload as u64), &mut io::sink())?;
         }
         Ok(Some((request, verdict)))
     }
 
-    fn execute(&self, request: &Request, buf: &mut Vec<u8>) -> Result<Outcome, NbdError> {
-        let ctx = &self.context;
-        let (offset, count, flags) = (request.offset, request.count, request.flags);
-        let fua = flags & CMD_FLAG_FUA != 0;
+    /// Run a validated request through the layers, with the flags nbdkit passes for it.
+    fn execute(&self, request: &Request, buf: &mut Vec<u8>) -> Result<Outcome, Error> {
+        let ctx = &self.opened;
+        let (offset, count) = (request.offset, u64::from(request.count));
+        let flag = |bit: u16| request.flags & bit != 0;
+        let fua = Flags::NONE.with(Flags::FUA, flag(CMD_FLAG_FUA));
         match request.command {
             Command::Read => {
-                let count = count as usize;
+                let count = request.count as usize;
                 if buf.len() < count {
                     buf.resize(count, 0);
                 }
-                ctx.pread(&mut buf[..count], offset).map(|()| Outcome::Data)
+                ctx.pread(&mut buf[..count], offset, Flags::NONE)
+                    .map(|()| Outcome::Data)
             }
-            Command::Write => ctx.pwrite(&buf[..count as usize], offset, fua).map(|()| Outcome::Done),
-            Command::Flush => ctx.flush().map(|()| Outcome::Done),
+            Command::Write => ctx
+                .pwrite(&buf[..request.count as usize], offset, fua)
+                .map(|()| Outcome::Done),
+            Command::Flush => ctx.flush(Flags::NONE).map(|()| Outcome::Done),
             Command::Trim => ctx.trim(count, offset, fua).map(|()| Outcome::Done),
-            Command::Cache => ctx.cache(count, offset).map(|()| Outcome::Done),
+            Command::Cache => ctx.cache(count, offset, Flags::NONE).map(|()| Outcome::Done),
             Command::WriteZeroes => {
-                let may_trim = flags & CMD_FLAG_NO_HOLE == 0;
-                ctx.zero(count, offset, may_trim, fua, flags & CMD_FLAG_FAST_ZERO != 0)
-                    .map(|()| Outcome::Done)
+                let flags = fua
+                    .with(Flags::MAY_TRIM, !flag(CMD_FLAG_NO_HOLE))
+                    .with(Flags::FAST_ZERO, flag(CMD_FLAG_FAST_ZERO));
+                ctx.zero(count, offset, flags).map(|()| Outcome::Done)
             }
-            Command::BlockStatus => block_status(ctx, request).map(Outcome::BlockStatus),
+            Command::BlockStatus => self.block_status(request).map(Outcome::BlockStatus),
             // Validation refuses every other command before it gets here.
-            Command::Disc | Command::Other(_) => Err(NbdError::Inval),
+            Command::Disc | Command::Other(_) => Err(Error::bare(crate::api::Errno::Inval)),
         }
     }
 
-    /// Send the reply, whole, under the write lock: nbdkit's reply shapes (doc §2.12).
+    fn block_status(&self, request: &Request) -> Result<Vec<(u32, u32)>, Error> {
+        let req_one = request.flags & CMD_FLAG_REQ_ONE != 0;
+        let flags = Flags::NONE.with(Flags::REQ_ONE, req_one);
+        let extents = self.opened.extents(u64::from(request.count), request.offset, flags)?;
+        let runs: Vec<(u64, u32)> = extents
+            .iter()
+            .map(|e| {
+                let hole = if e.hole { STATE_HOLE } else { 0 };
+                let zero = if e.zero { STATE_ZERO } else { 0 };
+                (e.length, hole | zero)
+            })
+            .collect();
+        Ok(codec::block_status_descriptors(request.count, req_one, &runs))
+    }
+
+    /// Send the reply, whole, under the write lock: nbdkit's reply shapes (server/protocol.c).
     fn reply(&self, request: &Request, result: Result<Outcome, NbdError>, buf: &[u8]) -> io::Result<()> {
         let cookie = request.cookie;
-        let structured = self.export.structured_replies;
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let structured = self.state.structured_replies;
+        let _writing = lock(&self.write_lock);
+        let mut writer = self.transport;
         let chunked = structured && matches!(request.command, Command::Read | Command::BlockStatus);
         match result {
             Ok(Outcome::Data) => {
                 let data = &buf[..request.count as usize];
                 if structured {
                     let header = codec::read_chunk_header(cookie, request.offset, request.count);
-                    write_all_vectored(&mut *writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
+                    write_all_vectored(&mut writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
                 } else {
                     let header = codec::simple_reply(cookie, None);
-                    write_all_vectored(&mut *writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
+                    write_all_vectored(&mut writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
                 }
             }
             Ok(Outcome::BlockStatus(descriptors)) => {
@@ -205,34 +236,8 @@ impl<R: Read, W: Write> Connection<R, W> {
             Ok(Outcome::Done) => writer.write_all(&codec::simple_reply(cookie, None)),
             Err(e) if chunked => writer.write_all(&codec::error_chunk(cookie, e)),
             Err(e) => writer.write_all(&codec::simple_reply(cookie, Some(e))),
-        }?;
-        writer.flush()
+        }
     }
-}
-
-fn block_status(ctx: &Context, request: &Request) -> Result<Vec<(u32, u32)>, NbdError> {
-    let req_one = request.flags & CMD_FLAG_REQ_ONE != 0;
-    let extents = ctx.extents(request.count, request.offset, req_one)?;
-    let extents: Vec<(u64, u64, u32)> = extents
-        .iter()
-        .map(|e| (e.offset, e.length, extent_bits(e.flags)))
-        .collect();
-    codec::extents_to_descriptors(request.offset, request.count, ctx.size, req_one, &extents).map_err(|why| {
-        log::error!("{}: extents: {why}", ctx.plugin_name());
-        NbdError::Inval
-    })
-}
-
-fn extent_bits(flags: crate::runtime::bindings::ExtentFlags) -> u32 {
-    use crate::runtime::bindings::ExtentFlags;
-    let mut bits = 0;
-    if flags.contains(ExtentFlags::HOLE) {
-        bits |= STATE_HOLE;
-    }
-    if flags.contains(ExtentFlags::ZERO) {
-        bits |= STATE_ZERO;
-    }
-    bits
 }
 
 /// Fill `buf`; false on a clean EOF before its first byte.

@@ -1,20 +1,43 @@
-//! The nbdbox filter SDK: the plugin SDK ([`nbdbox_sdk`], re-exported whole) plus the
-//! `nbd-filter` world, in which a filter exports the plugin operations and imports the same
-//! interface as [`next`], the layer below.
+//! The nbdbox filter SDK: a filter names only what it changes, and everything else passes to
+//! the layer below, as with nbdkit-filter(3).
 //!
-//! A separate crate, because a plugin must not carry the filter world's type information (it
-//! would then import `next`). The shared interfaces (types, host, buffers, grants) are the
-//! plugin SDK's own, so one set of types serves both.
+//! A filter is a [`Filter`] (metadata, configuration, how to open the layer below) and a
+//! [`FilterConnection`] (one value per client connection). Every method of both has a default
+//! that hands the call to the layer below: [`Next`] for connection calls, [`next`] for the
+//! global ones. A filter that changes nothing per connection uses `()`:
 //!
-//! ```ignore
-//! use nbdbox_filter_sdk::filter::{Guest, GuestConnection};
-//! use nbdbox_filter_sdk::next;
-//! struct MyFilter;
-//! impl Guest for MyFilter { type Connection = MyConnection; /* forward to next::... */ }
-//! nbdbox_filter_sdk::export_filter!(MyFilter);
+//! ```no_run
+//! use nbdbox_filter_sdk::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Passthrough;
+//!
+//! impl Filter for Passthrough {
+//!     const NAME: &'static str = "passthrough";
+//!     type Connection = ();
+//!     fn open(&self, _: &Next, _: bool, _: &str) -> Result<()> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! nbdbox_filter_sdk::filter!(Passthrough);
 //! ```
+//!
+//! A separate crate from the plugin SDK, because a plugin must not carry the filter world (it
+//! would then import `next`). The shared interfaces (types, host, buffers, grants) are the
+//! plugin SDK's own, so one set of types and helpers serves both.
 
-pub use nbdbox_sdk::*;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+#[doc(hidden)]
+pub use nbdbox_sdk::layer;
+use nbdbox_sdk::layer::{Meta, Version};
+pub use nbdbox_sdk::{
+    counter_add, debug, end_of, errno, error, grants, host, info, log, log_error, memory_limit, parse_bool, parse_size,
+    shutdown, sleep, to_usize, unknown_key, warning, BlockSize, CacheMode, Capabilities, CmdFlags, Errno, Error,
+    Export, Extent, ExtentFlags, FuaMode, Key, Kind, LogLevel, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
+};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -26,124 +49,315 @@ pub mod bindings {
         default_bindings_module: "::nbdbox_filter_sdk::bindings",
         runtime_path: "::nbdbox_sdk::__wit_bindgen::rt",
         with: {
-            "nbdbox:plugin/types@0.1.0": nbdbox_sdk::bindings::nbdbox::plugin::types,
-            "nbdbox:plugin/host@0.1.0": nbdbox_sdk::bindings::nbdbox::plugin::host,
-            "nbdbox:plugin/buffers@0.1.0": nbdbox_sdk::bindings::nbdbox::plugin::buffers,
-            "nbdbox:plugin/grants@0.1.0": nbdbox_sdk::bindings::nbdbox::plugin::grants,
+            "nbdbox:plugin/types@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::types,
+            "nbdbox:plugin/host@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::host,
+            "nbdbox:plugin/buffers@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::buffers,
+            "nbdbox:plugin/grants@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::grants,
         },
     });
 }
 
-/// Register the filter type: `nbdbox_filter_sdk::export_filter!(MyFilter);`.
-pub use bindings::export_filter;
+use bindings::exports::nbdbox::plugin::plugin::{Connection as Handle, Guest, GuestConnection, PluginInfo};
 
-/// The layer below: its global calls (`config`, `get_ready`, ...) and its [`next::Connection`].
+/// The layer below, as the host links it: its global calls (`config`, `list_exports`, ...)
+/// and its [`next::Connection`]. Connection calls go through [`Next`] instead.
 pub mod next {
     pub use crate::bindings::nbdbox::plugin::plugin::*;
 }
 
-/// What the filter exports: the same operations as a plugin.
-pub mod filter {
-    pub use crate::bindings::exports::nbdbox::plugin::plugin::{Connection, ConnectionBorrow, Guest, GuestConnection};
-}
-
-/// Write the [`filter::GuestConnection`] methods that only pass a call to the layer below, for
-/// a connection type with a method `$next(&self) -> &next::Connection`:
-///
-/// ```ignore
-/// impl GuestConnection for MyConnection {
-///     fn open(readonly: bool, export_name: String) -> Result<Connection> { ... }
-///     fn pread(&self, ...) -> Result<()> { ... } // the calls this filter changes
-///     nbdbox_filter_sdk::forward!(next; prepare, finalize, get_size, capabilities, flush);
-/// }
-/// ```
-#[macro_export]
-macro_rules! forward {
-    ($next:ident; $($method:ident),* $(,)?) => { $( $crate::forward!(@one $next $method); )* };
-    (@one $next:ident prepare) => {
-        fn prepare(&self) -> $crate::Result<()> { self.$next().prepare() }
-    };
-    (@one $next:ident finalize) => {
-        fn finalize(&self) -> $crate::Result<()> { self.$next().finalize() }
-    };
-    (@one $next:ident get_size) => {
-        fn get_size(&self) -> $crate::Result<u64> { self.$next().get_size() }
-    };
-    (@one $next:ident export_description) => {
-        fn export_description(&self) -> Option<String> { self.$next().export_description() }
-    };
-    (@one $next:ident capabilities) => {
-        fn capabilities(&self) -> $crate::Result<$crate::Capabilities> { self.$next().capabilities() }
-    };
-    (@one $next:ident block_size) => {
-        fn block_size(&self) -> $crate::Result<Option<$crate::BlockSize>> { self.$next().block_size() }
-    };
-    (@one $next:ident pread) => {
-        fn pread(&self, dst: &$crate::ReadBuf, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<()> {
-            self.$next().pread(dst, count, offset, flags)
-        }
-    };
-    (@one $next:ident pwrite) => {
-        fn pwrite(&self, src: &$crate::WriteBuf, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<()> {
-            self.$next().pwrite(src, count, offset, flags)
-        }
-    };
-    (@one $next:ident flush) => {
-        fn flush(&self, flags: $crate::CmdFlags) -> $crate::Result<()> { self.$next().flush(flags) }
-    };
-    (@one $next:ident trim) => {
-        fn trim(&self, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<()> {
-            self.$next().trim(count, offset, flags)
-        }
-    };
-    (@one $next:ident zero) => {
-        fn zero(&self, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<()> {
-            self.$next().zero(count, offset, flags)
-        }
-    };
-    (@one $next:ident extents) => {
-        fn extents(&self, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<Vec<$crate::Extent>> {
-            self.$next().extents(count, offset, flags)
-        }
-    };
-    (@one $next:ident cache) => {
-        fn cache(&self, count: u32, offset: u64, flags: $crate::CmdFlags) -> $crate::Result<()> {
-            self.$next().cache(count, offset, flags)
-        }
+/// What most filters use: `use nbdbox_filter_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        errno, error, next, BlockSize, CacheMode, Capabilities, CmdFlags, Errno, Error, Export, Extent, ExtentFlags,
+        Filter, FilterConnection, FuaMode, Key, Kind, Next, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
     };
 }
 
-/// Write the global [`filter::Guest`] calls a filter passes down unchanged, by name:
-/// `config` (every key goes to the layer below), `config_complete`, `get_ready` (the layer
-/// below first) and `list_exports`.
+/// A filter as a whole: its metadata, its configuration, and how it opens the layer below.
 ///
-/// ```ignore
-/// impl Guest for MyFilter {
-///     fn describe() -> PluginInfo { ... }
-///     nbdbox_filter_sdk::forward_globals!(config, config_complete, get_ready, list_exports);
-/// }
-/// ```
+/// Like a plugin's, the value lives in the SDK: made with `Default` before the first key,
+/// borrowed mutably while configuring, getting ready and cleaning up, shared otherwise.
+pub trait Filter: Default + 'static {
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str = "";
+    /// The keys the filter handles; `--help` lists them.
+    const CONFIG_KEYS: &'static [Key] = &[];
+    /// The most concurrency the filter allows; the host combines it with the layers below.
+    const THREAD_MODEL: ThreadModel = ThreadModel::Parallel;
+    /// True when every connection must reach this one instance (see nbdbox_sdk::Plugin).
+    const SHARED_STATE: bool = false;
+
+    type Connection: FilterConnection;
+
+    /// Keys declared in `CONFIG_KEYS` come here; every other key goes to the layer below
+    /// without the filter seeing it. Default (and the way to pass a declared key down
+    /// anyway): `next::config`.
+    fn config(&mut self, key: &str, value: &str) -> Result<()> {
+        next::config(key, value)
+    }
+
+    /// After the last key; the adapter then calls the layer below's `config_complete`.
+    fn config_complete(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// nbdkit's `.thread_model`: lower `THREAD_MODEL` once the configuration is known.
+    fn thread_model(&self) -> ThreadModel {
+        Self::THREAD_MODEL
+    }
+
+    /// The host calls every layer's get-ready itself, the plugin first: never chain it.
+    fn get_ready(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Once, when the server exits (the host calls every layer's).
+    fn cleanup(&mut self) {}
+
+    fn preconnect(&self, readonly: bool) -> Result<()> {
+        next::preconnect(readonly)
+    }
+
+    fn list_exports(&self, readonly: bool) -> Result<Vec<Export>> {
+        next::list_exports(readonly)
+    }
+
+    fn default_export(&self, readonly: bool) -> Option<String> {
+        next::default_export(readonly)
+    }
+
+    /// How to open the layer below for a client opening (`readonly`, `export_name`): nbdkit's
+    /// `next_open` arguments (a copy-on-write filter opens it read-only). It runs before
+    /// [`Filter::open`], so opens complete from the plugin outwards.
+    fn open_next(&self, readonly: bool, export_name: &str) -> Result<next::Connection> {
+        next::Connection::open(readonly, export_name)
+    }
+
+    /// This filter's part of the client's open, with the layer below already open.
+    fn open(&self, next: &Next, readonly: bool, export_name: &str) -> Result<Self::Connection>;
+}
+
+/// One client connection of a filter; every method defaults to the same call on the layer
+/// below. Dropping it is nbdkit's `.close`; the layer below is closed after it.
+pub trait FilterConnection: 'static {
+    /// The adapter has called `next.prepare()` first: prepares complete from the plugin out.
+    fn prepare(&self, _next: &Next) -> Result<()> {
+        Ok(())
+    }
+
+    /// The adapter calls `next.finalize()` afterwards: finalizes go from the client in.
+    fn finalize(&self, _next: &Next) -> Result<()> {
+        Ok(())
+    }
+
+    fn get_size(&self, next: &Next) -> Result<u64> {
+        next.get_size()
+    }
+
+    fn export_description(&self, next: &Next) -> Option<String> {
+        next.export_description()
+    }
+
+    fn capabilities(&self, next: &Next) -> Result<Capabilities> {
+        next.capabilities()
+    }
+
+    fn block_size(&self, next: &Next) -> Result<Option<BlockSize>> {
+        next.block_size()
+    }
+
+    fn pread(&self, next: &Next, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.pread(dst, count, offset, flags)
+    }
+
+    fn pwrite(&self, next: &Next, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.pwrite(src, count, offset, flags)
+    }
+
+    fn flush(&self, next: &Next, flags: CmdFlags) -> Result<()> {
+        next.flush(flags)
+    }
+
+    fn trim(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.trim(count, offset, flags)
+    }
+
+    fn zero(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.zero(count, offset, flags)
+    }
+
+    fn extents(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
+        next.extents(count, offset, flags)
+    }
+
+    fn cache(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.cache(count, offset, flags)
+    }
+}
+
+/// A filter with nothing of its own per connection.
+impl FilterConnection for () {}
+
+/// The layer below, for one connection. The host validates and emulates between every pair of
+/// layers, so a filter's own calls here get the same checks and fallbacks as a client's.
+pub struct Next {
+    below: RefCell<Option<next::Connection>>,
+}
+
+impl Next {
+    /// Put `below` in place of the current layer below and hand the old one back, for a
+    /// filter that reopens it (filters/retry/retry.c): finalize the old one, drop it, then
+    /// open and prepare a new one. While it is empty every call fails with EIO.
+    pub fn replace(&self, below: Option<next::Connection>) -> Option<next::Connection> {
+        self.below.replace(below)
+    }
+
+    /// False after [`Next::replace`] left no layer below.
+    pub fn is_open(&self) -> bool {
+        self.below.borrow().is_some()
+    }
+
+    fn call<T>(&self, op: impl FnOnce(&next::Connection) -> Result<T>) -> Result<T> {
+        match self.below.borrow().as_ref() {
+            Some(below) => op(below),
+            None => Err(error(Errno::Eio, "the layer below is not open")),
+        }
+    }
+
+    pub fn prepare(&self) -> Result<()> {
+        self.call(next::Connection::prepare)
+    }
+
+    /// Nothing to do when the layer below is not open: whoever emptied it finalized it.
+    pub fn finalize(&self) -> Result<()> {
+        self.below.borrow().as_ref().map_or(Ok(()), next::Connection::finalize)
+    }
+
+    pub fn get_size(&self) -> Result<u64> {
+        self.call(next::Connection::get_size)
+    }
+
+    /// `None` also when the layer below is not open.
+    pub fn export_description(&self) -> Option<String> {
+        self.below
+            .borrow()
+            .as_ref()
+            .and_then(next::Connection::export_description)
+    }
+
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        self.call(next::Connection::capabilities)
+    }
+
+    pub fn block_size(&self) -> Result<Option<BlockSize>> {
+        self.call(next::Connection::block_size)
+    }
+
+    pub fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.pread(dst, count, offset, flags))
+    }
+
+    pub fn pwrite(&self, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.pwrite(src, count, offset, flags))
+    }
+
+    pub fn flush(&self, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.flush(flags))
+    }
+
+    pub fn trim(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.trim(count, offset, flags))
+    }
+
+    pub fn zero(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.zero(count, offset, flags))
+    }
+
+    pub fn extents(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
+        self.call(|below| below.extents(count, offset, flags))
+    }
+
+    pub fn cache(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.call(|below| below.cache(count, offset, flags))
+    }
+}
+
+/// The exported `plugin` interface for filter type `F`; `filter!` names it for wit-bindgen.
+#[doc(hidden)]
+pub struct Adapter<F>(PhantomData<F>);
+
+/// The exported `connection` resource. The filter's value is declared first so that it drops
+/// first and the layer below after it: nbdkit's close order.
+#[doc(hidden)]
+pub struct ConnectionAdapter<F: Filter> {
+    connection: F::Connection,
+    next: Next,
+}
+
+fn meta<F: Filter>() -> Meta {
+    Meta {
+        name: F::NAME,
+        description: F::DESCRIPTION,
+        magic_config_key: None,
+        config_keys: F::CONFIG_KEYS,
+        thread_model: F::THREAD_MODEL,
+        shared_state: F::SHARED_STATE,
+    }
+}
+
+impl<F: Filter + Version> Guest for Adapter<F> {
+    type Connection = ConnectionAdapter<F>;
+
+    fn describe() -> PluginInfo {
+        meta::<F>().describe(F::VERSION)
+    }
+
+    fn config(key: String, value: String) -> Result<()> {
+        if meta::<F>().declares(&key) {
+            layer::with_mut(|filter: &mut F| filter.config(&key, &value))
+        } else {
+            next::config(&key, &value)
+        }
+    }
+
+    fn config_complete() -> Result<()> {
+        layer::with_mut(F::config_complete)?;
+        next::config_complete()
+    }
+
+    nbdbox_sdk::__layer_calls!(F);
+}
+
+impl<F: Filter> GuestConnection for ConnectionAdapter<F> {
+    fn open(readonly: bool, export_name: String) -> Result<Handle> {
+        layer::with(|filter: &F| {
+            let next = Next {
+                below: RefCell::new(Some(filter.open_next(readonly, &export_name)?)),
+            };
+            let connection = filter.open(&next, readonly, &export_name)?;
+            Ok(Handle::new(ConnectionAdapter::<F> { connection, next }))
+        })
+    }
+
+    fn prepare(&self) -> Result<()> {
+        self.next.prepare()?;
+        self.connection.prepare(&self.next)
+    }
+
+    fn finalize(&self) -> Result<()> {
+        self.connection.finalize(&self.next)?;
+        self.next.finalize()
+    }
+
+    nbdbox_sdk::__connection_calls!(connection, next);
+}
+
+/// Register the filter type, once, in the component crate:
+/// `nbdbox_filter_sdk::filter!(MyFilter);`. It exports the SDK's adapter for it and records
+/// the crate's version (`CARGO_PKG_VERSION`) for `--dump-plugin`.
 #[macro_export]
-macro_rules! forward_globals {
-    ($($call:ident),* $(,)?) => { $( $crate::forward_globals!(@one $call); )* };
-    (@one config) => {
-        fn config(key: String, value: String) -> $crate::Result<()> {
-            $crate::next::config(&key, &value)
-        }
-    };
-    (@one config_complete) => {
-        fn config_complete() -> $crate::Result<()> {
-            $crate::next::config_complete()
-        }
-    };
-    (@one get_ready) => {
-        fn get_ready() -> $crate::Result<()> {
-            $crate::next::get_ready()
-        }
-    };
-    (@one list_exports) => {
-        fn list_exports(readonly: bool) -> $crate::Result<Vec<$crate::Export>> {
-            $crate::next::list_exports(readonly)
-        }
+macro_rules! filter {
+    ($filter:ty) => {
+        $crate::layer::__register!($filter => $crate::Adapter<$filter>, $crate::bindings::export_filter);
     };
 }

@@ -1,29 +1,65 @@
-//! The nbdbox plugin SDK: everything a guest component needs, in one dependency.
+//! The nbdbox plugin SDK: everything a guest plugin needs, in one dependency.
 //!
-//! It holds the crate's only `wit_bindgen::generate!` for `wit/nbdbox.wit` (world `nbd-plugin`),
-//! re-exports the generated types under short paths, and adds the small helpers every plugin
-//! repeats: error constructors, logging, nbdkit-style parsing of config values that names the
-//! key, and checked `u64` → `usize` conversion (wasm32's `usize` is 32 bits, so `offset as usize`
-//! silently truncates NBD offsets; do range arithmetic in `u64` and convert with [`to_usize`]).
+//! A plugin is two types with nbdkit's defaults (nbdkit-plugin(3)): a [`Plugin`] (its metadata
+//! and configuration, one value per instance) and a [`Connection`] (one value per client
+//! connection, made by [`Plugin::open`]). Only `NAME`, `open`, `get_size` and `pread` are
+//! required; a method left out behaves as the nbdkit callback left out, and the capabilities a
+//! connection reports follow from which methods it has (write it under
+//! `#[nbdbox_sdk::connection]`, which records them in [`Connection::IMPLEMENTS`]):
 //!
-//! A plugin implements [`plugin::Guest`] (the global callbacks) and [`plugin::GuestConnection`]
-//! (one value per client connection, created by `open`), then registers them:
+//! ```no_run
+//! use nbdbox_sdk::prelude::*;
 //!
-//! ```ignore
-//! use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-//! struct MyPlugin;
-//! impl Guest for MyPlugin { type Connection = MyConnection; /* ... */ }
-//! nbdbox_sdk::export_plugin!(MyPlugin);
+//! #[derive(Default)]
+//! struct Zeros;
+//!
+//! impl Plugin for Zeros {
+//!     const NAME: &'static str = "zeros";
+//!     type Connection = ZerosConnection;
+//!     fn open(&self, _readonly: bool, _export_name: &str) -> Result<ZerosConnection> {
+//!         Ok(ZerosConnection)
+//!     }
+//! }
+//!
+//! struct ZerosConnection;
+//!
+//! #[nbdbox_sdk::connection]
+//! impl Connection for ZerosConnection {
+//!     fn get_size(&self) -> Result<u64> {
+//!         Ok(1 << 20)
+//!     }
+//!     fn pread(&self, dst: &ReadBuf, count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
+//!         dst.zero(0, count);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! nbdbox_sdk::plugin!(Zeros);
 //! ```
 //!
-//! Components are single-threaded: keep global state in a `thread_local!` or a `Mutex` static.
+//! The host checks every request before a component sees it (in range, non-zero count, flags
+//! and command the layer advertised) and emulates what a plugin only emulates, so callbacks
+//! need no checks of their own. Beyond the traits the SDK re-exports the WIT types and adds the
+//! helpers plugins repeat: error constructors, logging, nbdkit-style parsing of config values
+//! that names the key, and checked `u64` → `usize` conversion (wasm32's `usize` is 32 bits, so
+//! `offset as usize` silently truncates NBD offsets: do range arithmetic in `u64` and convert
+//! with [`to_usize`]).
+//!
+//! Components are single-threaded and never re-entered: the plugin value lives in the SDK
+//! (made with `Default` on first use), and a connection keeps whatever it needs of it (an
+//! `Rc` clone, a copy of the settings).
 
 extern crate self as nbdbox_sdk;
+
+mod plugin;
+
+#[doc(hidden)]
+pub mod layer;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
-/// The raw generated bindings; plugins use the re-exports below.
+/// The raw generated bindings; plugins use the traits and re-exports below.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -36,20 +72,20 @@ pub mod bindings {
     });
 }
 
-/// Register the plugin type: `nbdbox_sdk::export_plugin!(MyPlugin);` (once, in the cdylib).
-pub use bindings::export_plugin;
 pub use bindings::nbdbox::plugin::buffers::{ReadBuf, WriteBuf};
 pub use bindings::nbdbox::plugin::types::{
-    BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKey, ConfigKind, Errno, Error, Export, Extent, ExtentFlags,
-    FuaMode, PluginInfo, ThreadModel, ZeroMode,
+    BlockSize, CacheMode, Capabilities, CmdFlags, Errno, Error, Export, Extent, ExtentFlags, FuaMode, ThreadModel,
+    ZeroMode,
 };
+/// Place on `impl Connection for X { ... }`: records which optional methods `X` defines, so
+/// that the default [`Connection::capabilities`] reports what nbdkit would.
+pub use nbdbox_sdk_macros::connection;
+#[doc(hidden)]
+pub use plugin::Adapter;
+pub use plugin::{Connection, Implements, Plugin};
 
-/// What the component exports: the traits a plugin implements and the connection handle.
-pub mod plugin {
-    pub use crate::bindings::exports::nbdbox::plugin::plugin::{Connection, ConnectionBorrow, Guest, GuestConnection};
-}
-
-/// Files and directories the host opened for config keys of kind `file` / `directory`.
+/// Files and directories the host opened for config keys of kind [`Kind::File`] /
+/// [`Kind::Directory`]: the only way a component reaches the host filesystem.
 pub mod grants {
     pub use crate::bindings::nbdbox::plugin::grants::{open_directory, open_file, Advice, Directory, File};
 }
@@ -57,14 +93,66 @@ pub mod grants {
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
-        log, memory_limit, parse_bool, parse_size, shutdown, sleep, LogLevel,
+        counter_add, log, memory_limit, parse_bool, parse_size, shutdown, sleep, LogLevel,
     };
 }
 
-pub use host::{memory_limit, shutdown, sleep, LogLevel};
+pub use host::{counter_add, memory_limit, shutdown, sleep, LogLevel};
+
+/// What most plugins use: `use nbdbox_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        errno, error, BlockSize, CacheMode, Capabilities, CmdFlags, Connection, Errno, Error, Export, Extent,
+        ExtentFlags, FuaMode, Key, Kind, Plugin, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
+    };
+}
 
 /// Result with the WIT [`Error`] as the default error type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// What a config key's value is; `File` and `Directory` keys are capability grants the host
+/// opens for the component (see [`grants`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Any string.
+    Text,
+    /// nbdkit's size syntax: read it with [`parse_size`].
+    Size,
+    /// nbdkit's boolean syntax: read it with [`parse_bool`].
+    Bool,
+    /// A file the host opens (read-only under -r): [`grants::open_file`].
+    File,
+    /// A directory the host opens: [`grants::open_directory`].
+    Directory,
+}
+
+impl Kind {
+    /// The WIT spelling (`config-key.kind` is a string so that kinds can be added in a patch
+    /// release; see wit/VERSIONING.md).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Size => "size",
+            Kind::Bool => "bool",
+            Kind::File => "file",
+            Kind::Directory => "directory",
+        }
+    }
+}
+
+/// One config key a component accepts, as `--help` shows it: declared once, in a const.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+impl Key {
+    pub const fn new(name: &'static str, kind: Kind, help: &'static str) -> Key {
+        Key { name, kind, help }
+    }
+}
 
 /// An error with a message for the operator's log.
 pub fn error(errno: Errno, message: impl Into<String>) -> Error {
@@ -79,18 +167,9 @@ pub fn errno(errno: Errno) -> Error {
     Error { errno, message: None }
 }
 
-/// The error for a config key the plugin does not know (EINVAL, names the key).
+/// The error for a config key the component does not know (EINVAL, names the key).
 pub fn unknown_key(key: &str) -> Error {
     error(Errno::Einval, format!("unknown parameter '{key}'"))
-}
-
-/// Shorthand for one entry of [`PluginInfo::config_keys`].
-pub fn config_key(name: &str, kind: ConfigKind, help: &str) -> ConfigKey {
-    ConfigKey {
-        name: name.into(),
-        kind,
-        help: help.into(),
-    }
 }
 
 /// Log through the host (tagged with the component's name there).
@@ -120,12 +199,16 @@ pub fn log_error(message: &str) {
 
 /// nbdkit_parse_size for config key `key`; the error reads "KEY: cannot parse 'VALUE': WHY".
 pub fn parse_size(key: &str, value: &str) -> Result<u64> {
-    host::parse_size(value).map_err(|why| error(Errno::Einval, format!("{key}: cannot parse '{value}': {why}")))
+    host::parse_size(value).map_err(|why| cannot_parse(key, value, &why))
 }
 
 /// nbdkit_parse_bool for config key `key`; the error names the key like [`parse_size`].
 pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    host::parse_bool(value).map_err(|why| error(Errno::Einval, format!("{key}: cannot parse '{value}': {why}")))
+    host::parse_bool(value).map_err(|why| cannot_parse(key, value, &why))
+}
+
+fn cannot_parse(key: &str, value: &str, why: &str) -> Error {
+    error(Errno::Einval, format!("{key}: cannot parse '{value}': {why}"))
 }
 
 /// `u64` → `usize` without truncation (EOVERFLOW when it does not fit in wasm32's 32 bits).
@@ -143,77 +226,4 @@ pub fn end_of(offset: u64, count: u64) -> Result<u64> {
     offset
         .checked_add(count)
         .ok_or_else(|| error(Errno::Eoverflow, format!("offset {offset} + {count} overflows")))
-}
-
-impl Default for Capabilities {
-    /// Nothing supported: a read-only disk with no flush, trim, zero, extents or cache.
-    fn default() -> Self {
-        Capabilities {
-            can_write: false,
-            can_flush: false,
-            is_rotational: false,
-            can_trim: false,
-            can_zero: ZeroMode::None,
-            can_fast_zero: false,
-            can_extents: false,
-            can_fua: FuaMode::None,
-            can_multi_conn: false,
-            can_cache: CacheMode::None,
-        }
-    }
-}
-
-/// Write the [`plugin::GuestConnection`] methods of calls a plugin does not support (and
-/// whose capability it reports as absent, so the host never sends them): write-class calls
-/// fail with EROFS, the others with EINVAL.
-///
-/// ```ignore
-/// impl GuestConnection for MyConnection {
-///     fn pread(&self, ...) -> Result<()> { ... }
-///     nbdbox_sdk::not_supported!(pwrite, flush, trim, zero, extents, cache);
-/// }
-/// ```
-#[macro_export]
-macro_rules! not_supported {
-    ($($method:ident),* $(,)?) => { $( $crate::not_supported!(@one $method); )* };
-    (@one pwrite) => {
-        fn pwrite(&self, _: &$crate::WriteBuf, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
-            Err($crate::error($crate::Errno::Erofs, "pwrite: the export is read-only"))
-        }
-    };
-    (@one trim) => {
-        fn trim(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
-            Err($crate::error($crate::Errno::Erofs, "trim: the export is read-only"))
-        }
-    };
-    (@one zero) => {
-        fn zero(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
-            Err($crate::error($crate::Errno::Erofs, "zero: the export is read-only"))
-        }
-    };
-    (@one flush) => {
-        fn flush(&self, _: $crate::CmdFlags) -> $crate::Result<()> {
-            Err($crate::error($crate::Errno::Einval, "flush is not supported"))
-        }
-    };
-    (@one extents) => {
-        fn extents(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<Vec<$crate::Extent>> {
-            Err($crate::error($crate::Errno::Einval, "extents are not supported"))
-        }
-    };
-    (@one cache) => {
-        fn cache(&self, _: u32, _: u64, _: $crate::CmdFlags) -> $crate::Result<()> {
-            Err($crate::error($crate::Errno::Einval, "cache is not supported"))
-        }
-    };
-    (@one prepare) => {
-        fn prepare(&self) -> $crate::Result<()> {
-            Ok(())
-        }
-    };
-    (@one finalize) => {
-        fn finalize(&self) -> $crate::Result<()> {
-            Ok(())
-        }
-    };
 }

@@ -1,21 +1,35 @@
 //! readahead: after each read, ask the layer below to prefetch the window that follows
-//! (`next.cache`), growing the window while reads stay sequential (nbdkit ≥1.32). Reads pass
-//! through untouched, so data is byte-identical; a write, trim or zero starts the window
-//! over. Does nothing when the layer below cannot cache natively, as nbdkit.
+//! (`next.cache`), growing the window while reads stay sequential (nbdkit ≥1.32,
+//! filters/readahead/readahead.c). Reads pass through untouched, so data is byte-identical;
+//! a write, trim or zero starts the window over. Does nothing when the layer below cannot
+//! cache natively, as nbdkit. The cache call goes through the host's gate like any other.
 
-use nbdbox_filter_sdk::filter::{Connection, Guest, GuestConnection};
-use nbdbox_filter_sdk::{
-    forward, forward_globals, next, CacheMode, CmdFlags, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf,
-};
+use nbdbox_filter_sdk::prelude::*;
 use std::cell::Cell;
 
 const WINDOW_MIN: u64 = 32 * 1024;
 const WINDOW_MAX: u64 = 4 * 1024 * 1024;
 
+#[derive(Default)]
 struct Readahead;
 
+impl Filter for Readahead {
+    const NAME: &'static str = "readahead";
+    const DESCRIPTION: &'static str = "Prefetch the data after each read";
+    type Connection = ReadaheadConnection;
+
+    fn open(&self, _next: &Next, _readonly: bool, _export_name: &str) -> Result<ReadaheadConnection> {
+        Ok(ReadaheadConnection {
+            size: Cell::new(0),
+            enabled: Cell::new(false),
+            window: Cell::new(WINDOW_MIN),
+            last_offset: Cell::new(0),
+            last_end: Cell::new(0),
+        })
+    }
+}
+
 struct ReadaheadConnection {
-    next: next::Connection,
     size: Cell<u64>,
     enabled: Cell<bool>,
     window: Cell<u64>,
@@ -24,29 +38,7 @@ struct ReadaheadConnection {
     last_end: Cell<u64>,
 }
 
-impl Guest for Readahead {
-    type Connection = ReadaheadConnection;
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "readahead".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Prefetch the data after each read".into(),
-            magic_config_key: None,
-            config_keys: Vec::new(),
-            thread_model: ThreadModel::Parallel,
-            shared_state: false,
-        }
-    }
-
-    forward_globals!(config, config_complete, get_ready, list_exports);
-}
-
 impl ReadaheadConnection {
-    fn next(&self) -> &next::Connection {
-        &self.next
-    }
-
     /// nbdkit's window rule: double after a read past the previous prefetch, keep it while
     /// reads move forward, start over otherwise.
     fn advance_window(&self, offset: u64) -> u64 {
@@ -71,23 +63,10 @@ impl ReadaheadConnection {
     }
 }
 
-impl GuestConnection for ReadaheadConnection {
-    fn open(readonly: bool, export_name: String) -> Result<Connection> {
-        let next = next::Connection::open(readonly, &export_name)?;
-        Ok(Connection::new(ReadaheadConnection {
-            next,
-            size: Cell::new(0),
-            enabled: Cell::new(false),
-            window: Cell::new(WINDOW_MIN),
-            last_offset: Cell::new(0),
-            last_end: Cell::new(0),
-        }))
-    }
-
-    fn prepare(&self) -> Result<()> {
-        self.next.prepare()?;
-        self.size.set(self.next.get_size()?);
-        let native = self.next.capabilities()?.can_cache == CacheMode::Native;
+impl FilterConnection for ReadaheadConnection {
+    fn prepare(&self, next: &Next) -> Result<()> {
+        self.size.set(next.get_size()?);
+        let native = next.capabilities()?.can_cache == CacheMode::Native;
         if !native {
             nbdbox_filter_sdk::log_error("the layer below cannot cache natively, so this filter won't do anything");
         }
@@ -95,34 +74,32 @@ impl GuestConnection for ReadaheadConnection {
         Ok(())
     }
 
-    fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        self.next.pread(dst, count, offset, flags)?;
+    fn pread(&self, next: &Next, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        next.pread(dst, count, offset, flags)?;
         let start = offset + u64::from(count);
         if self.enabled.get() && start < self.size.get() {
             let window = self.advance_window(offset).min(self.size.get() - start);
             self.last_end.set(start + window);
             // A hint: its failure must not fail the read.
-            let _ = self.next.cache(window as u32, start, CmdFlags::empty());
+            let _ = next.cache(window, start, CmdFlags::empty());
         }
         Ok(())
     }
 
-    fn pwrite(&self, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+    fn pwrite(&self, next: &Next, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
         self.reset();
-        self.next.pwrite(src, count, offset, flags)
+        next.pwrite(src, count, offset, flags)
     }
 
-    fn trim(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+    fn trim(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
         self.reset();
-        self.next.trim(count, offset, flags)
+        next.trim(count, offset, flags)
     }
 
-    fn zero(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+    fn zero(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
         self.reset();
-        self.next.zero(count, offset, flags)
+        next.zero(count, offset, flags)
     }
-
-    forward!(next; finalize, get_size, export_description, capabilities, block_size, flush, extents, cache);
 }
 
-nbdbox_filter_sdk::export_filter!(Readahead);
+nbdbox_filter_sdk::filter!(Readahead);

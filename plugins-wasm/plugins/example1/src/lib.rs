@@ -2,8 +2,7 @@
 //! MBR with one (empty) Linux partition. Everything after the boot sector reads as zeros and
 //! is never stored.
 
-use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-use nbdbox_sdk::{error, BlockSize, Capabilities, CmdFlags, Errno, Export, PluginInfo, ReadBuf, Result, ThreadModel};
+use nbdbox_sdk::prelude::*;
 
 /// The disk size: 100 MiB (204800 sectors).
 const DISK_SIZE: u64 = 104_857_600;
@@ -35,64 +34,28 @@ const fn mbr() -> [u8; 512] {
     put(b, 0x1fe, &[0x55, 0xaa])
 }
 
+/// No configuration (any key is refused, as nbdkit refuses it for a plugin without
+/// `.config`), no writes, no flush, trim, zero, extents or cache: only the SDK's defaults.
+#[derive(Default)]
 struct Example1;
 
-impl Guest for Example1 {
+impl Plugin for Example1 {
+    const NAME: &'static str = "example1";
+    const DESCRIPTION: &'static str = "A read-only 100 MiB disk with one empty Linux partition";
+    const THREAD_MODEL: ThreadModel = ThreadModel::SerializeAllRequests;
     type Connection = Example1Connection;
 
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "example1".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "A read-only 100 MiB disk with one empty Linux partition".into(),
-            magic_config_key: None,
-            config_keys: Vec::new(),
-            thread_model: ThreadModel::SerializeAllRequests,
-            shared_state: false,
-        }
-    }
-
-    fn config(_key: String, _value: String) -> Result<()> {
-        Err(error(
-            Errno::Einval,
-            "this plugin does not need command line configuration",
-        ))
-    }
-
-    fn config_complete() -> Result<()> {
-        Ok(())
-    }
-
-    fn get_ready() -> Result<()> {
-        Ok(())
-    }
-
-    fn list_exports(_readonly: bool) -> Result<Vec<Export>> {
-        Ok(Vec::new())
+    fn open(&self, _readonly: bool, _export_name: &str) -> Result<Example1Connection> {
+        Ok(Example1Connection)
     }
 }
 
 struct Example1Connection;
 
-impl GuestConnection for Example1Connection {
-    fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
-        Ok(Connection::new(Example1Connection))
-    }
-
+#[nbdbox_sdk::connection]
+impl Connection for Example1Connection {
     fn get_size(&self) -> Result<u64> {
         Ok(DISK_SIZE)
-    }
-
-    fn export_description(&self) -> Option<String> {
-        None
-    }
-
-    fn capabilities(&self) -> Result<Capabilities> {
-        Ok(Capabilities::default())
-    }
-
-    fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(None)
     }
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
@@ -110,11 +73,9 @@ impl GuestConnection for Example1Connection {
         }
         Ok(())
     }
-
-    nbdbox_sdk::not_supported!(prepare, finalize, pwrite, flush, trim, zero, extents, cache);
 }
 
-nbdbox_sdk::export_plugin!(Example1);
+nbdbox_sdk::plugin!(Example1);
 
 #[cfg(test)]
 mod tests {

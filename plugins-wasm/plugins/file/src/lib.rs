@@ -3,46 +3,16 @@
 //! through the `grants` interface, and data moves between the file and the request buffers
 //! inside the host (read-into / write-from) without passing through the component.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
+use nbdbox_sdk::debug;
 use nbdbox_sdk::grants::{open_directory, open_file, Advice, File};
-use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-use nbdbox_sdk::{
-    config_key, debug, errno, error, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Errno,
-    Export, Extent, ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
-};
+use nbdbox_sdk::prelude::*;
 
 /// Which grant the disk comes from, remembered with the key the user spelled.
-#[derive(Clone)]
 enum Mode {
     File(String),
     Dir(String),
-}
-
-#[derive(Clone)]
-struct Config {
-    mode: Option<Mode>,
-    cache_none: bool,
-    fadvise: Advice,
-}
-
-thread_local! {
-    static CONFIG: RefCell<Config> = const {
-        RefCell::new(Config { mode: None, cache_none: false, fadvise: Advice::Normal })
-    };
-}
-
-fn config() -> Config {
-    CONFIG.with_borrow(Config::clone)
-}
-
-fn mode() -> Result<Mode> {
-    config().mode.ok_or_else(|| {
-        error(
-            Errno::Einval,
-            "you must supply either [file=]<FILENAME> or dir=<DIRNAME> parameter after the plugin name on the command line",
-        )
-    })
 }
 
 /// The file a connection serves: the granted file, or `name` inside the granted directory.
@@ -114,101 +84,111 @@ fn walk_extents(
     Ok(out)
 }
 
-struct FilePlugin;
+#[derive(Default)]
+struct FilePlugin {
+    mode: Option<Mode>,
+    cache_none: bool,
+    /// The access-pattern hint given when a file is opened; `None` is the kernel's normal.
+    fadvise: Option<Advice>,
+}
 
-impl Guest for FilePlugin {
-    type Connection = FileConnection;
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "file".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Serve a file, or the files of a directory by export name".into(),
-            magic_config_key: Some("file".into()),
-            config_keys: vec![
-                config_key("file", ConfigKind::File, "[file=]<FILENAME>  The file to serve."),
-                config_key(
-                    "dir",
-                    ConfigKind::Directory,
-                    "dir=<DIRNAME>  Serve the files of this directory, chosen by export name.",
-                ),
-                config_key("directory", ConfigKind::Directory, "directory=<DIRNAME>  Same as dir=."),
-                config_key(
-                    "cache",
-                    ConfigKind::Text,
-                    "cache=default|none  Set use of the page cache.",
-                ),
-                config_key(
-                    "fadvise",
-                    ConfigKind::Text,
-                    "fadvise=normal|random|sequential  Access pattern hint.",
-                ),
-            ],
-            thread_model: ThreadModel::Parallel,
-            shared_state: false,
-        }
-    }
-
-    fn config(key: String, value: String) -> Result<()> {
-        CONFIG.with_borrow_mut(|c| {
-            match key.as_str() {
-                "file" | "dir" | "directory" => {
-                    if c.mode.is_some() {
-                        return Err(error(
-                            Errno::Einval,
-                            format!("{key}: only one of file= or dir= may be given"),
-                        ));
-                    }
-                    c.mode = Some(if key == "file" { Mode::File(key) } else { Mode::Dir(key) });
-                }
-                "cache" => {
-                    c.cache_none = match value.as_str() {
-                        "default" => false,
-                        "none" => true,
-                        _ => {
-                            return Err(error(
-                                Errno::Einval,
-                                format!("cache: unknown value '{value}' (expected default or none)"),
-                            ))
-                        }
-                    }
-                }
-                "fadvise" => {
-                    c.fadvise = match value.as_str() {
-                        "normal" => Advice::Normal,
-                        "random" => Advice::Random,
-                        "sequential" => Advice::Sequential,
-                        _ => {
-                            return Err(error(
-                                Errno::Einval,
-                                format!("fadvise: unknown value '{value}' (expected normal, random or sequential)"),
-                            ))
-                        }
-                    }
-                }
-                "rdelay" | "wdelay" => return Err(error(Errno::Einval, format!("{key}: add --filter=delay instead"))),
-                _ => return Err(unknown_key(&key)),
-            }
-            Ok(())
+impl FilePlugin {
+    fn mode(&self) -> Result<&Mode> {
+        self.mode.as_ref().ok_or_else(|| {
+            error(
+                Errno::Einval,
+                "you must supply either [file=]<FILENAME> or dir=<DIRNAME> parameter after the plugin name on the command line",
+            )
         })
     }
+}
 
-    fn config_complete() -> Result<()> {
-        mode().map(drop)
+impl Plugin for FilePlugin {
+    const NAME: &'static str = "file";
+    const DESCRIPTION: &'static str = "Serve a file, or the files of a directory by export name";
+    const MAGIC_CONFIG_KEY: Option<&'static str> = Some("file");
+    const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("file", Kind::File, "[file=]<FILENAME>  The file to serve."),
+        Key::new(
+            "dir",
+            Kind::Directory,
+            "dir=<DIRNAME>  Serve the files of this directory, chosen by export name.",
+        ),
+        Key::new("directory", Kind::Directory, "directory=<DIRNAME>  Same as dir=."),
+        Key::new("cache", Kind::Text, "cache=default|none  Set use of the page cache."),
+        Key::new(
+            "fadvise",
+            Kind::Text,
+            "fadvise=normal|random|sequential  Access pattern hint.",
+        ),
+    ];
+    type Connection = FileConnection;
+
+    fn config(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "cache" => {
+                self.cache_none = match value {
+                    "default" => false,
+                    "none" => true,
+                    _ => {
+                        return Err(error(
+                            Errno::Einval,
+                            format!("cache: unknown value '{value}' (expected default or none)"),
+                        ))
+                    }
+                }
+            }
+            "fadvise" => {
+                self.fadvise = match value {
+                    "normal" => None,
+                    "random" => Some(Advice::Random),
+                    "sequential" => Some(Advice::Sequential),
+                    _ => {
+                        return Err(error(
+                            Errno::Einval,
+                            format!("fadvise: unknown value '{value}' (expected normal, random or sequential)"),
+                        ))
+                    }
+                }
+            }
+            // file, dir or directory: the host opens the grant, we remember which key it is.
+            _ => {
+                if self.mode.is_some() {
+                    return Err(error(
+                        Errno::Einval,
+                        format!("{key}: only one of file= or dir= may be given"),
+                    ));
+                }
+                self.mode = Some(if key == "file" {
+                    Mode::File(key.into())
+                } else {
+                    Mode::Dir(key.into())
+                });
+            }
+        }
+        Ok(())
     }
 
-    fn get_ready() -> Result<()> {
+    fn config_complete(&mut self) -> Result<()> {
+        self.mode().map(drop)
+    }
+
+    fn get_ready(&mut self) -> Result<()> {
         // Fail at startup, not at the first connection, if the grant is missing.
-        match mode()? {
-            Mode::File(key) => open_file(&key).map(drop),
-            Mode::Dir(key) => open_directory(&key).map(drop),
+        match self.mode()? {
+            Mode::File(key) => open_file(key).map(drop),
+            Mode::Dir(key) => open_directory(key).map(drop),
         }
     }
 
-    fn list_exports(_readonly: bool) -> Result<Vec<Export>> {
-        match mode()? {
-            Mode::File(_) => Ok(Vec::new()),
-            Mode::Dir(key) => Ok(open_directory(&key)?
+    fn list_exports(&self, _readonly: bool) -> Result<Vec<Export>> {
+        match self.mode()? {
+            Mode::File(_) => Ok(vec![Export {
+                name: String::new(),
+                description: None,
+            }]),
+            // One export per file; an empty directory lists none, as nbdkit's.
+            Mode::Dir(key) => Ok(open_directory(key)?
                 .list()?
                 .into_iter()
                 .map(|name| Export {
@@ -217,6 +197,21 @@ impl Guest for FilePlugin {
                 })
                 .collect()),
         }
+    }
+
+    fn open(&self, readonly: bool, export_name: &str) -> Result<FileConnection> {
+        let file = open_export(self.mode()?, readonly, export_name)?;
+        let writable = !readonly && file.is_writable();
+        if let Some(advice) = self.fadvise {
+            file.advise(advice, 0, 0);
+        }
+        Ok(FileConnection {
+            file,
+            writable,
+            cache_none: self.cache_none,
+            zero_punch: Cell::new(true),
+            zero_range: Cell::new(true),
+        })
     }
 }
 
@@ -230,14 +225,6 @@ struct FileConnection {
 }
 
 impl FileConnection {
-    fn check_writable(&self) -> Result<()> {
-        if self.writable {
-            Ok(())
-        } else {
-            Err(error(Errno::Erofs, "file: the export is read-only"))
-        }
-    }
-
     fn fua(&self, flags: CmdFlags) -> Result<()> {
         if flags.contains(CmdFlags::FUA) {
             self.file.sync()
@@ -270,58 +257,27 @@ impl FileConnection {
     }
 }
 
-impl GuestConnection for FileConnection {
-    fn prepare(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finalize(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn open(readonly: bool, export_name: String) -> Result<Connection> {
-        let cfg = config();
-        let mode = mode()?;
-        let file = open_export(&mode, readonly, &export_name)?;
-        let writable = !readonly && file.is_writable();
-        if cfg.fadvise != Advice::Normal {
-            file.advise(cfg.fadvise, 0, 0);
-        }
-        Ok(Connection::new(FileConnection {
-            file,
-            writable,
-            cache_none: cfg.cache_none,
-            zero_punch: Cell::new(true),
-            zero_range: Cell::new(true),
-        }))
-    }
-
+#[nbdbox_sdk::connection]
+impl Connection for FileConnection {
     fn get_size(&self) -> Result<u64> {
         self.file.size()
     }
 
-    fn export_description(&self) -> Option<String> {
-        None
-    }
-
+    /// FUA is a sync after the write; connections share the file (multi-conn); extents only
+    /// where the filesystem answers SEEK_HOLE. A file opened read-only can do none of the
+    /// writing calls.
     fn capabilities(&self) -> Result<Capabilities> {
-        let w = self.writable;
-        Ok(Capabilities {
-            can_write: w,
-            can_flush: true,
-            is_rotational: false,
-            can_trim: w,
-            can_zero: if w { ZeroMode::Native } else { ZeroMode::None },
-            can_fast_zero: false,
+        let capabilities = Capabilities {
             can_extents: self.file.next_hole(0).is_ok(),
-            can_fua: if w { FuaMode::Native } else { FuaMode::None },
+            can_fua: FuaMode::Native,
             can_multi_conn: true,
-            can_cache: CacheMode::Native,
+            ..Capabilities::implied(Self::IMPLEMENTS)
+        };
+        Ok(if self.writable {
+            capabilities
+        } else {
+            capabilities.read_only()
         })
-    }
-
-    fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(None)
     }
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
@@ -331,7 +287,6 @@ impl GuestConnection for FileConnection {
     }
 
     fn pwrite(&self, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        self.check_writable()?;
         self.file.write_from(src, 0, count, offset)?;
         self.fua(flags)?;
         self.evict(count, offset);
@@ -342,19 +297,16 @@ impl GuestConnection for FileConnection {
         self.file.sync()
     }
 
-    fn trim(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        self.check_writable()?;
+    fn trim(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
         // Trim is advisory: only EPERM and EIO are real failures.
-        match self.file.punch_hole(u64::from(count), offset) {
+        match self.file.punch_hole(count, offset) {
             Err(e) if matches!(e.errno, Errno::Eperm | Errno::Eio) => return Err(e),
             _ => {}
         }
         self.fua(flags)
     }
 
-    fn zero(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        self.check_writable()?;
-        let count = u64::from(count);
+    fn zero(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
         if flags.contains(CmdFlags::MAY_TRIM)
             && self.zero_punch.get()
             && self.try_zero(&self.zero_punch, "punch-hole", self.file.punch_hole(count, offset))?
@@ -370,8 +322,8 @@ impl GuestConnection for FileConnection {
         Err(errno(Errno::Enotsup))
     }
 
-    fn extents(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
-        let end = nbdbox_sdk::end_of(offset, u64::from(count))?;
+    fn extents(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
+        let end = nbdbox_sdk::end_of(offset, count)?;
         let spans = walk_extents(
             offset,
             end,
@@ -393,13 +345,13 @@ impl GuestConnection for FileConnection {
             .collect())
     }
 
-    fn cache(&self, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        self.file.advise(Advice::WillNeed, u64::from(count), offset);
+    fn cache(&self, count: u64, offset: u64, _flags: CmdFlags) -> Result<()> {
+        self.file.advise(Advice::WillNeed, count, offset);
         Ok(())
     }
 }
 
-nbdbox_sdk::export_plugin!(FilePlugin);
+nbdbox_sdk::plugin!(FilePlugin);
 
 #[cfg(test)]
 mod tests {

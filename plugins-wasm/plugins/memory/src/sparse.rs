@@ -49,6 +49,7 @@ pub enum Kind {
 /// An extent as (offset, length, kind).
 pub type Span = (u64, u64, Kind);
 
+#[derive(Default)]
 pub struct Sparse {
     pages: BTreeMap<u64, Box<[u8]>>,
     max_pages: u64,

@@ -1,105 +1,79 @@
-//! escape (test only): a plugin that reaches for the host through WASI itself — std::fs on
-//! /etc/passwd and on a sibling of its granted file, std::net to a local port. Using them
-//! makes the component import wasi:filesystem and wasi:sockets, which nbdbox never links,
-//! so a correct host refuses to load it at all, naming the import. (Escapes through the
-//! grants interface, which does load, are grant-probe's job.)
+//! escape (test only): a plugin that reaches for the host through WASI itself, with every
+//! way out of the sandbox that std offers. The host links every WASI interface but grants
+//! nothing, so the component loads and each attempt must be refused at run time. At
+//! get-ready it logs each outcome as `escape: WHAT: refused (WHY)` or `escape: WHAT:
+//! SUCCEEDED` (as grant-probe does for the grants interface), then serves a read-only disk of
+//! zeros (`[size=]SIZE`, default 1M), so a test can check the server stayed up.
 
-use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-use nbdbox_sdk::{
-    config_key, error, info, unknown_key, BlockSize, Capabilities, CmdFlags, ConfigKind, Errno, Export, PluginInfo,
-    ReadBuf, Result, ThreadModel,
-};
+use std::io::{self, Read};
+use std::net::{TcpStream, ToSocketAddrs};
 
-struct Escape;
+use nbdbox_sdk::prelude::*;
+use probe_report::report;
 
-struct EscapeConnection;
-
-impl Guest for Escape {
-    type Connection = EscapeConnection;
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "escape".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Test plugin: reaches for the host filesystem and network through WASI".into(),
-            magic_config_key: Some("file".into()),
-            config_keys: vec![config_key(
-                "file",
-                ConfigKind::File,
-                "[file=]<FILENAME>  A granted file.",
-            )],
-            thread_model: ThreadModel::Parallel,
-            shared_state: false,
-        }
+fn probe() {
+    report("read /etc/passwd", std::fs::read("/etc/passwd"));
+    report("list /", std::fs::read_dir("/"));
+    report("create a file in /tmp", std::fs::File::create("/tmp/nbdbox-escape"));
+    report("read the environment variable HOME", std::env::var("HOME"));
+    for address in ["127.0.0.1:22", "127.0.0.1:10809"] {
+        report(&format!("connect to {address}"), TcpStream::connect(address));
     }
+    report("resolve localhost", ("localhost", 0).to_socket_addrs());
+    report("read stdin", read_stdin());
+}
 
-    fn config(key: String, value: String) -> Result<()> {
-        if key != "file" {
-            return Err(unknown_key(&key));
-        }
-        // Never reached on nbdbox (the component does not load); logged if a host ever lets it.
-        let sibling = std::path::Path::new(&value).with_file_name("escape-sibling");
-        let attempts = [
-            ("read /etc/passwd", std::fs::read("/etc/passwd").map(drop)),
-            (
-                "write a sibling of the granted file",
-                std::fs::write(sibling, b"escaped\n"),
-            ),
-            (
-                "connect to 127.0.0.1:22",
-                std::net::TcpStream::connect("127.0.0.1:22").map(drop),
-            ),
-        ];
-        for (what, outcome) in attempts {
-            let verdict = if outcome.is_ok() {
-                "SUCCEEDED".to_owned()
-            } else {
-                format!("refused ({outcome:?})")
-            };
-            info(&format!("{what}: {verdict}"));
-        }
-        Ok(())
-    }
-
-    fn config_complete() -> Result<()> {
-        Ok(())
-    }
-
-    fn get_ready() -> Result<()> {
-        Ok(())
-    }
-
-    fn list_exports(_readonly: bool) -> Result<Vec<Export>> {
-        Ok(Vec::new())
+/// Only bytes count as reading stdin: an empty stream gives nothing away.
+fn read_stdin() -> io::Result<usize> {
+    match io::stdin().read(&mut [0u8; 64])? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "end of file, nothing read",
+        )),
+        n => Ok(n),
     }
 }
 
-impl GuestConnection for EscapeConnection {
-    fn open(_readonly: bool, _export_name: String) -> Result<Connection> {
-        Err(error(Errno::Einval, "escape serves nothing"))
+#[derive(Default)]
+struct Escape {
+    size: Option<u64>,
+}
+
+impl Plugin for Escape {
+    const NAME: &'static str = "escape";
+    const DESCRIPTION: &'static str = "Test plugin: reaches for the host filesystem and network through WASI";
+    const MAGIC_CONFIG_KEY: Option<&'static str> = Some("size");
+    const CONFIG_KEYS: &'static [Key] = &[Key::new("size", Kind::Size, "[size=]<SIZE>  Disk size (default 1M).")];
+    type Connection = Zeros;
+
+    fn config(&mut self, key: &str, value: &str) -> Result<()> {
+        self.size = Some(nbdbox_sdk::parse_size(key, value)?);
+        Ok(())
     }
 
+    fn get_ready(&mut self) -> Result<()> {
+        probe();
+        Ok(())
+    }
+
+    fn open(&self, _readonly: bool, _export_name: &str) -> Result<Zeros> {
+        Ok(Zeros(self.size.unwrap_or(1 << 20)))
+    }
+}
+
+/// A read-only disk of zeros of this size.
+struct Zeros(u64);
+
+#[nbdbox_sdk::connection]
+impl Connection for Zeros {
     fn get_size(&self) -> Result<u64> {
-        Ok(0)
+        Ok(self.0)
     }
 
-    fn export_description(&self) -> Option<String> {
-        None
+    fn pread(&self, dst: &ReadBuf, count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
+        dst.zero(0, count);
+        Ok(())
     }
-
-    fn capabilities(&self) -> Result<Capabilities> {
-        Ok(Capabilities::default())
-    }
-
-    fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(None)
-    }
-
-    fn pread(&self, _: &ReadBuf, _: u32, _: u64, _: CmdFlags) -> Result<()> {
-        Err(error(Errno::Einval, "escape serves nothing"))
-    }
-
-    nbdbox_sdk::not_supported!(prepare, finalize, pwrite, flush, trim, zero, extents, cache);
 }
 
-nbdbox_sdk::export_plugin!(Escape);
+nbdbox_sdk::plugin!(Escape);

@@ -12,131 +12,70 @@
 //! | 12288  | allocates 16 MiB blocks without bound until memory runs out |
 //! | 16384  | writes 512 bytes straddling the end of the read buffer       |
 
-use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Mutex;
 
-use nbdbox_sdk::plugin::{Connection, Guest, GuestConnection};
-use nbdbox_sdk::{
-    config_key, debug, unknown_key, BlockSize, CacheMode, Capabilities, CmdFlags, ConfigKind, Export, Extent,
-    ExtentFlags, FuaMode, PluginInfo, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
-};
+use nbdbox_sdk::debug;
+use nbdbox_sdk::prelude::*;
 
 pub const TRAP_AT: u64 = 4096;
 pub const SPIN_AT: u64 = 8192;
 pub const HOG_AT: u64 = 12288;
 pub const OVERRUN_AT: u64 = 16384;
 
-thread_local! {
-    static SIZE: Cell<u64> = const { Cell::new(1 << 20) };
-}
-
 /// Where the memory hog keeps its blocks, so the allocations stay live.
 static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-#[cfg(target_arch = "wasm32")]
-fn trap() -> ! {
-    core::arch::wasm32::unreachable()
+#[derive(Default)]
+struct Hostile {
+    size: Option<u64>,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn trap() -> ! {
-    panic!("hostile: trap")
-}
-
-struct Hostile;
-
-impl Guest for Hostile {
+impl Plugin for Hostile {
+    const NAME: &'static str = "hostile";
+    const DESCRIPTION: &'static str = "Test plugin: misbehaves on reads at chosen offsets";
+    const MAGIC_CONFIG_KEY: Option<&'static str> = Some("size");
+    const CONFIG_KEYS: &'static [Key] = &[Key::new("size", Kind::Size, "[size=]<SIZE>  Disk size (default 1M).")];
     type Connection = HostileConnection;
 
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "hostile".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Test plugin: misbehaves on reads at chosen offsets".into(),
-            magic_config_key: Some("size".into()),
-            config_keys: vec![config_key(
-                "size",
-                ConfigKind::Size,
-                "[size=]<SIZE>  Disk size (default 1M).",
-            )],
-            thread_model: ThreadModel::Parallel,
-            shared_state: false,
-        }
-    }
-
-    fn config(key: String, value: String) -> Result<()> {
-        match key.as_str() {
-            "size" => {
-                SIZE.set(nbdbox_sdk::parse_size(&key, &value)?);
-                Ok(())
-            }
-            _ => Err(unknown_key(&key)),
-        }
-    }
-
-    fn config_complete() -> Result<()> {
+    fn config(&mut self, key: &str, value: &str) -> Result<()> {
+        self.size = Some(nbdbox_sdk::parse_size(key, value)?);
         Ok(())
     }
 
-    fn get_ready() -> Result<()> {
-        Ok(())
-    }
-
-    fn list_exports(_readonly: bool) -> Result<Vec<Export>> {
-        Ok(Vec::new())
+    fn open(&self, _readonly: bool, _export_name: &str) -> Result<HostileConnection> {
+        Ok(HostileConnection {
+            size: self.size.unwrap_or(1 << 20),
+        })
     }
 }
 
 struct HostileConnection {
-    readonly: bool,
+    size: u64,
 }
 
-impl GuestConnection for HostileConnection {
-    fn prepare(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finalize(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn open(readonly: bool, _export_name: String) -> Result<Connection> {
-        Ok(Connection::new(HostileConnection { readonly }))
-    }
-
+#[nbdbox_sdk::connection]
+impl Connection for HostileConnection {
     fn get_size(&self) -> Result<u64> {
-        Ok(SIZE.get())
+        Ok(self.size)
     }
 
-    fn export_description(&self) -> Option<String> {
-        None
-    }
-
+    /// Writes and flushes are accepted (and dropped); zero is the host's, by writing; cache is
+    /// the host's, by reading.
     fn capabilities(&self) -> Result<Capabilities> {
         Ok(Capabilities {
-            can_write: !self.readonly,
-            can_flush: !self.readonly,
-            can_zero: if self.readonly {
-                ZeroMode::None
-            } else {
-                ZeroMode::Emulate
-            },
-            can_fua: if self.readonly { FuaMode::None } else { FuaMode::Emulate },
+            can_fast_zero: false,
             can_cache: CacheMode::Emulate,
-            ..Capabilities::default()
+            ..Capabilities::implied(Self::IMPLEMENTS)
         })
-    }
-
-    fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(None)
     }
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
         match offset {
             TRAP_AT => {
                 debug("trapping");
-                trap()
+                // A trap, as wasm's `unreachable`.
+                std::process::abort()
             }
             SPIN_AT => {
                 debug("spinning forever");
@@ -172,26 +111,6 @@ impl GuestConnection for HostileConnection {
     fn flush(&self, _flags: CmdFlags) -> Result<()> {
         Ok(())
     }
-
-    fn trim(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Ok(())
-    }
-
-    fn zero(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Ok(())
-    }
-
-    fn extents(&self, count: u32, offset: u64, _flags: CmdFlags) -> Result<Vec<Extent>> {
-        Ok(vec![Extent {
-            offset,
-            length: u64::from(count),
-            flags: ExtentFlags::empty(),
-        }])
-    }
-
-    fn cache(&self, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
-        Ok(())
-    }
 }
 
-nbdbox_sdk::export_plugin!(Hostile);
+nbdbox_sdk::plugin!(Hostile);

@@ -5,143 +5,134 @@
 //! `--filter=R --filter=R --filter=R PLUGIN recorder=f3 recorder=f2 recorder=f1` names them
 //! from the outside in.
 
-use nbdbox_filter_sdk::filter::{Connection, Guest, GuestConnection};
-use nbdbox_filter_sdk::{
-    forward_globals, info, next, BlockSize, Capabilities, CmdFlags, Extent, PluginInfo, ReadBuf, Result, ThreadModel,
-    WriteBuf,
-};
-use std::cell::RefCell;
+use nbdbox_filter_sdk::info;
+use nbdbox_filter_sdk::prelude::*;
 
-thread_local! {
-    static NAME: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-fn record(call: &str) {
-    let name = NAME.with(|n| n.borrow().clone().unwrap_or_else(|| "?".into()));
+fn record(name: &str, call: &str) {
     info(&format!("recorder {name}: {call}"));
 }
 
-struct Recorder;
-
-struct RecorderConnection {
-    next: next::Connection,
+#[derive(Default)]
+struct Recorder {
+    name: Option<String>,
 }
 
-impl Guest for Recorder {
+impl Recorder {
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("?")
+    }
+}
+
+impl Filter for Recorder {
+    const NAME: &'static str = "recorder";
+    const DESCRIPTION: &'static str = "Test filter: log every call";
+    const CONFIG_KEYS: &'static [Key] = &[Key::new(
+        "recorder",
+        Kind::Text,
+        "recorder=NAME  This instance's name (the first one given; later ones pass down).",
+    )];
     type Connection = RecorderConnection;
 
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "recorder".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Test filter: log every call".into(),
-            magic_config_key: None,
-            config_keys: Vec::new(),
-            thread_model: ThreadModel::Parallel,
-            shared_state: false,
+    fn config(&mut self, key: &str, value: &str) -> Result<()> {
+        if self.name.is_some() {
+            return next::config(key, value);
         }
-    }
-
-    fn config(key: String, value: String) -> Result<()> {
-        let unnamed = NAME.with(|n| n.borrow().is_none());
-        if key == "recorder" && unnamed {
-            NAME.with(|n| *n.borrow_mut() = Some(value));
-            return Ok(());
-        }
-        next::config(&key, &value)
-    }
-
-    fn config_complete() -> Result<()> {
-        record("config-complete");
-        next::config_complete()
-    }
-
-    fn get_ready() -> Result<()> {
-        next::get_ready()?;
-        record("get-ready");
+        self.name = Some(value.into());
         Ok(())
     }
 
-    forward_globals!(list_exports);
+    /// The adapter then calls the layer below's.
+    fn config_complete(&mut self) -> Result<()> {
+        record(self.name(), "config-complete");
+        Ok(())
+    }
+
+    /// The host has called the layers below first.
+    fn get_ready(&mut self) -> Result<()> {
+        record(self.name(), "get-ready");
+        Ok(())
+    }
+
+    fn open(&self, _next: &Next, _readonly: bool, _export_name: &str) -> Result<RecorderConnection> {
+        record(self.name(), "open");
+        Ok(RecorderConnection {
+            name: self.name().into(),
+        })
+    }
 }
 
-impl GuestConnection for RecorderConnection {
-    fn open(readonly: bool, export_name: String) -> Result<Connection> {
-        let next = next::Connection::open(readonly, &export_name)?;
-        record("open");
-        Ok(Connection::new(RecorderConnection { next }))
-    }
+struct RecorderConnection {
+    name: String,
+}
 
-    fn prepare(&self) -> Result<()> {
-        self.next.prepare()?;
-        record("prepare");
+impl RecorderConnection {
+    fn record(&self, call: &str) {
+        record(&self.name, call);
+    }
+}
+
+impl FilterConnection for RecorderConnection {
+    fn prepare(&self, _next: &Next) -> Result<()> {
+        self.record("prepare");
         Ok(())
     }
 
-    fn finalize(&self) -> Result<()> {
-        record("finalize");
-        self.next.finalize()
+    fn finalize(&self, _next: &Next) -> Result<()> {
+        self.record("finalize");
+        Ok(())
     }
 
-    fn get_size(&self) -> Result<u64> {
-        record("get-size");
-        self.next.get_size()
+    fn get_size(&self, next: &Next) -> Result<u64> {
+        self.record("get-size");
+        next.get_size()
     }
 
-    fn export_description(&self) -> Option<String> {
-        self.next.export_description()
+    fn capabilities(&self, next: &Next) -> Result<Capabilities> {
+        self.record("capabilities");
+        next.capabilities()
     }
 
-    fn capabilities(&self) -> Result<Capabilities> {
-        record("capabilities");
-        self.next.capabilities()
+    fn pread(&self, next: &Next, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.record(&format!("pread count={count} offset={offset}"));
+        next.pread(dst, count, offset, flags)
     }
 
-    fn block_size(&self) -> Result<Option<BlockSize>> {
-        self.next.block_size()
+    fn pwrite(&self, next: &Next, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.record(&format!("pwrite count={count} offset={offset}"));
+        next.pwrite(src, count, offset, flags)
     }
 
-    fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        record(&format!("pread count={count} offset={offset}"));
-        self.next.pread(dst, count, offset, flags)
+    fn flush(&self, next: &Next, flags: CmdFlags) -> Result<()> {
+        self.record("flush");
+        next.flush(flags)
     }
 
-    fn pwrite(&self, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        record(&format!("pwrite count={count} offset={offset}"));
-        self.next.pwrite(src, count, offset, flags)
+    fn trim(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.record(&format!("trim count={count} offset={offset}"));
+        next.trim(count, offset, flags)
     }
 
-    fn flush(&self, flags: CmdFlags) -> Result<()> {
-        record("flush");
-        self.next.flush(flags)
+    fn zero(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.record(&format!("zero count={count} offset={offset}"));
+        next.zero(count, offset, flags)
     }
 
-    fn trim(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        record(&format!("trim count={count} offset={offset}"));
-        self.next.trim(count, offset, flags)
+    fn extents(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
+        self.record(&format!("extents count={count} offset={offset}"));
+        next.extents(count, offset, flags)
     }
 
-    fn zero(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        record(&format!("zero count={count} offset={offset}"));
-        self.next.zero(count, offset, flags)
-    }
-
-    fn extents(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<Vec<Extent>> {
-        record(&format!("extents count={count} offset={offset}"));
-        self.next.extents(count, offset, flags)
-    }
-
-    fn cache(&self, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        record(&format!("cache count={count} offset={offset}"));
-        self.next.cache(count, offset, flags)
+    fn cache(&self, next: &Next, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
+        self.record(&format!("cache count={count} offset={offset}"));
+        next.cache(count, offset, flags)
     }
 }
 
 impl Drop for RecorderConnection {
     fn drop(&mut self) {
-        // The layer below is closed after this, when `next` is dropped.
-        record("close");
+        // The layer below is closed after this.
+        self.record("close");
     }
 }
 
-nbdbox_filter_sdk::export_filter!(Recorder);
+nbdbox_filter_sdk::filter!(Recorder);

@@ -1,0 +1,497 @@
+//! One open context of a layer (nbdkit's `struct context`) and the gate every call into it
+//! passes, whether it comes from the client or from the filter above (nbdkit's
+//! server/backend.c): the request is checked against this layer's own size and capabilities,
+//! cached per context, and refused with EINVAL (EROFS for writes to a read-only context)
+//! before the component sees it. At the plugin end the gate also emulates what the plugin
+//! lacks, as nbdkit's server/plugins.c does: zero by writing zeroes, FUA by a flush; and at
+//! every layer, cache by reading.
+//!
+//! A context of a pooled layer runs on "lanes": an instance with this context open in it.
+//! A request takes an idle lane; when every lane is busy and the export is parallel, the
+//! context opens another lane (another instance, opened and prepared the same way), up to
+//! `-t`. So a plugin waiting on the network holds up only its own request. A context of a
+//! shared layer has one lane, a handle in the shared instance.
+//!
+//! Lock order: a lane, then (for a shared layer) the shared instance; the layer below's
+//! locks are taken only inside the call, so locks are always taken top down.
+
+use super::layer::{Layer, Report};
+use super::rules;
+use crate::api::{BlockSize, Caps, Errno, Error, Extent, Flags, Support};
+use crate::log;
+use crate::runtime::below::BelowConnection;
+use crate::runtime::{CallError, Handle, Instance};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// Zeroes the host writes when a plugin cannot zero by itself.
+static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The largest read the host makes to emulate a cache request.
+const CACHE_CHUNK: u64 = 4 << 20;
+
+/// The context open in one instance.
+struct Lane {
+    /// The instance it owns (a pooled layer); None for a shared layer's context.
+    instance: Option<Instance>,
+    handle: Handle,
+}
+
+pub struct Context {
+    layer: Arc<Layer>,
+    readonly: bool,
+    export_name: String,
+    /// Up to the layer's `max_lanes` lanes, filled in order; a slot empties when its
+    /// instance traps, and the next request opens a fresh lane there.
+    lanes: Box<[Mutex<Option<Lane>>]>,
+    /// Where a request that finds every lane busy waits, round robin.
+    next_wait: AtomicUsize,
+    prepared: AtomicBool,
+    size: OnceLock<u64>,
+    caps: OnceLock<Caps>,
+    block_size: OnceLock<Option<BlockSize>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn inval(why: String) -> Error {
+    Error::new(Errno::Inval, why)
+}
+
+impl Context {
+    /// nbdkit's open: the first lane is opened now, so an open that fails fails here.
+    pub(super) fn open(layer: Arc<Layer>, readonly: bool, export_name: &str) -> Result<Arc<Context>, Error> {
+        let lanes = (0..layer.max_lanes()).map(|_| Mutex::new(None)).collect();
+        let context = Context {
+            layer,
+            readonly,
+            export_name: export_name.to_owned(),
+            lanes,
+            next_wait: AtomicUsize::new(0),
+            prepared: AtomicBool::new(false),
+            size: OnceLock::new(),
+            caps: OnceLock::new(),
+            block_size: OnceLock::new(),
+        };
+        let first = context.open_lane()?;
+        *lock(&context.lanes[0]) = Some(first);
+        Ok(Arc::new(context))
+    }
+
+    pub fn layer(&self) -> &Layer {
+        &self.layer
+    }
+
+    /// Open this context in an instance: the shared one, or one taken from the pool.
+    fn open_lane(&self) -> Result<Lane, Error> {
+        let prepared = self.prepared.load(Ordering::SeqCst);
+        let (readonly, name) = (self.readonly, self.export_name.as_str());
+        let open = |instance: &mut Instance| -> Result<Handle, CallError> {
+            let handle = instance.open(readonly, name)?;
+            if prepared {
+                if let Err(e) = instance.prepare(handle) {
+                    let _ = instance.close(handle);
+                    return Err(e);
+                }
+            }
+            Ok(handle)
+        };
+        if self.layer.is_shared() {
+            let handle = self.layer.outcome("open", Report::Log, self.layer.on_shared(open))?;
+            return Ok(Lane { instance: None, handle });
+        }
+        let mut instance = self.layer.take_instance()?;
+        match open(&mut instance) {
+            Ok(handle) => Ok(Lane {
+                instance: Some(instance),
+                handle,
+            }),
+            Err(e) => {
+                if !matches!(e, CallError::Trap(_)) {
+                    self.layer.give_back(instance);
+                }
+                Err(self.layer.failure("open", Report::Log, e))
+            }
+        }
+    }
+
+    /// A lane to run one call on: an idle one, a new one if the export allows another, or
+    /// the next busy one to wait for.
+    fn lane(&self) -> Result<MutexGuard<'_, Option<Lane>>, Error> {
+        for slot in self.lanes.iter() {
+            if let Ok(mut lane) = slot.try_lock() {
+                if lane.is_none() {
+                    *lane = Some(self.reopen()?);
+                }
+                return Ok(lane);
+            }
+        }
+        let wait = self.next_wait.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let mut lane = lock(&self.lanes[wait]);
+        if lane.is_none() {
+            *lane = Some(self.reopen()?);
+        }
+        Ok(lane)
+    }
+
+    fn reopen(&self) -> Result<Lane, Error> {
+        log::debug!(
+            self.layer.log(),
+            "{}: opening export '{}' in another instance",
+            self.layer.name(),
+            self.export_name
+        );
+        self.open_lane()
+    }
+
+    /// Run one call on a lane, its failure logged (or returned) as `report` says. A trapped
+    /// lane is emptied: its instance is gone, and the next call opens a new one.
+    fn call_reporting<R>(
+        &self,
+        what: &str,
+        report: Report,
+        f: impl FnOnce(&mut Instance, Handle) -> Result<R, CallError>,
+    ) -> Result<R, Error> {
+        let mut slot = self.lane()?;
+        let lane = slot.as_mut().expect("lane() fills the slot");
+        let handle = lane.handle;
+        let result = match lane.instance.as_mut() {
+            Some(instance) => f(instance, handle),
+            None => self.layer.on_shared(|instance| f(instance, handle)),
+        };
+        if matches!(result, Err(CallError::Trap(_))) {
+            *slot = None;
+        }
+        drop(slot);
+        self.layer.outcome(what, report, result)
+    }
+
+    fn call<R>(&self, what: &str, f: impl FnOnce(&mut Instance, Handle) -> Result<R, CallError>) -> Result<R, Error> {
+        self.call_reporting(what, Report::Log, f)
+    }
+
+    /// Every open lane, for the calls that concern the context as a whole.
+    fn each_lane(&self, what: &str, f: impl Fn(&mut Instance, Handle) -> Result<(), CallError>) -> Result<(), Error> {
+        for slot in self.lanes.iter() {
+            let mut slot = lock(slot);
+            let Some(lane) = slot.as_mut() else { continue };
+            let handle = lane.handle;
+            let result = match lane.instance.as_mut() {
+                Some(instance) => f(instance, handle),
+                None => self.layer.on_shared(|instance| f(instance, handle)),
+            };
+            if matches!(result, Err(CallError::Trap(_))) {
+                *slot = None;
+            }
+            drop(slot);
+            self.layer.outcome(what, Report::Log, result)?;
+        }
+        Ok(())
+    }
+
+    pub fn prepare(&self) -> Result<(), Error> {
+        self.each_lane("prepare", |i, h| i.prepare(h))?;
+        self.prepared.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn finalize(&self) -> Result<(), Error> {
+        self.each_lane("finalize", |i, h| i.finalize(h))
+    }
+
+    /// The layer's size, asked once per context.
+    pub fn size(&self) -> Result<u64, Error> {
+        if let Some(&size) = self.size.get() {
+            return Ok(size);
+        }
+        let size = self.call("get-size", |i, h| i.get_size(h))?;
+        if size > i64::MAX as u64 {
+            let why = format!("{}: size {size} is larger than 2^63-1", self.layer.name());
+            log::error!(self.layer.log(), "{why}");
+            return Err(Error::new(Errno::Io, why));
+        }
+        Ok(*self.size.get_or_init(|| size))
+    }
+
+    /// The layer's capabilities for this context (read-only and emulation applied), asked
+    /// once per context.
+    pub fn caps(&self) -> Result<Caps, Error> {
+        if let Some(&caps) = self.caps.get() {
+            return Ok(caps);
+        }
+        let raw = self.call("capabilities", |i, h| i.capabilities(h))?;
+        let caps = rules::effective_caps(raw, self.readonly, self.layer.is_plugin());
+        Ok(*self.caps.get_or_init(|| caps))
+    }
+
+    pub fn block_size(&self) -> Result<Option<BlockSize>, Error> {
+        if let Some(&b) = self.block_size.get() {
+            return Ok(b);
+        }
+        let answer = self.call("block-size", |i, h| i.block_size(h))?;
+        let b = match answer.map(rules::check_block_size).transpose() {
+            Ok(b) => b.flatten(),
+            Err(why) => {
+                let why = format!("{}: {why}", self.layer.name());
+                log::error!(self.layer.log(), "{why}");
+                return Err(Error::new(Errno::Io, why));
+            }
+        };
+        Ok(*self.block_size.get_or_init(|| b))
+    }
+
+    pub fn export_description(&self) -> Option<String> {
+        self.call("export-description", |i, h| i.export_description(h))
+            .ok()
+            .flatten()
+    }
+
+    /// nbdkit's backend_valid_range: a non-empty range inside this layer's size.
+    fn check_range(&self, what: &str, count: u64, offset: u64) -> Result<(), Error> {
+        let size = self.size()?;
+        let in_range = count > 0 && offset.checked_add(count).is_some_and(|end| end <= size);
+        if !in_range {
+            return Err(inval(format!(
+                "{}: {what} of {count} bytes at {offset} is outside its size of {size}",
+                self.layer.name()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_flags(&self, what: &str, flags: Flags, allowed: Flags) -> Result<(), Error> {
+        if !flags.within(allowed) {
+            return Err(inval(format!(
+                "{}: {what} with flags {flags:?} it does not take",
+                self.layer.name()
+            )));
+        }
+        Ok(())
+    }
+
+    fn unsupported(&self, what: &str) -> Error {
+        inval(format!("{}: {what} is not supported by this layer", self.layer.name()))
+    }
+
+    /// FUA is allowed only where the layer advertised it; at the plugin, FUA it only
+    /// emulates becomes a flush after the call.
+    fn fua(&self, caps: &Caps, flags: Flags, what: &str) -> Result<(Flags, bool), Error> {
+        if !flags.contains(Flags::FUA) {
+            return Ok((flags, false));
+        }
+        if caps.can_fua == Support::None {
+            return Err(self.unsupported(&format!("{what} with FUA")));
+        }
+        let emulate = self.layer.is_plugin() && caps.can_fua == Support::Emulate;
+        Ok(if emulate {
+            (flags.without(Flags::FUA), true)
+        } else {
+            (flags, false)
+        })
+    }
+
+    /// The flush that emulates FUA, even when the plugin cannot flush (as nbdkit does).
+    fn emulated_fua(&self, emulate: bool) -> Result<(), Error> {
+        if emulate {
+            self.call("flush", |i, h| i.flush(h, Flags::NONE))?;
+        }
+        Ok(())
+    }
+
+    fn writable(&self, caps: &Caps, what: &str) -> Result<(), Error> {
+        if !caps.can_write {
+            return Err(Error::new(
+                Errno::RoFs,
+                format!("{}: {what} on a read-only connection", self.layer.name()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<(), Error> {
+        self.check_flags("pread", flags, Flags::NONE)?;
+        self.check_range("pread", buf.len() as u64, offset)?;
+        self.call("pread", |i, h| i.pread(h, buf, offset, flags))
+    }
+
+    pub fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<(), Error> {
+        let caps = self.caps()?;
+        self.writable(&caps, "pwrite")?;
+        self.check_flags("pwrite", flags, Flags::FUA)?;
+        let (flags, emulate_fua) = self.fua(&caps, flags, "pwrite")?;
+        self.check_range("pwrite", buf.len() as u64, offset)?;
+        self.call("pwrite", |i, h| i.pwrite(h, buf, offset, flags))?;
+        self.emulated_fua(emulate_fua)
+    }
+
+    pub fn flush(&self, flags: Flags) -> Result<(), Error> {
+        self.check_flags("flush", flags, Flags::NONE)?;
+        if !self.caps()?.can_flush {
+            return Err(self.unsupported("flush"));
+        }
+        self.call("flush", |i, h| i.flush(h, flags))
+    }
+
+    pub fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        let caps = self.caps()?;
+        self.writable(&caps, "trim")?;
+        if !caps.can_trim {
+            return Err(self.unsupported("trim"));
+        }
+        self.check_flags("trim", flags, Flags::FUA)?;
+        let (flags, emulate_fua) = self.fua(&caps, flags, "trim")?;
+        self.check_range("trim", count, offset)?;
+        self.call("trim", |i, h| i.trim(h, count, offset, flags))?;
+        self.emulated_fua(emulate_fua)
+    }
+
+    pub fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        let caps = self.caps()?;
+        self.writable(&caps, "zero")?;
+        if caps.can_zero == Support::None {
+            return Err(self.unsupported("zero"));
+        }
+        self.check_flags("zero", flags, Flags::MAY_TRIM | Flags::FUA | Flags::FAST_ZERO)?;
+        let fast = flags.contains(Flags::FAST_ZERO);
+        if fast && !caps.can_fast_zero {
+            return Err(self.unsupported("fast zero"));
+        }
+        let (flags, emulate_fua) = self.fua(&caps, flags, "zero")?;
+        self.check_range("zero", count, offset)?;
+        if !self.layer.is_plugin() {
+            return self.call("zero", |i, h| i.zero(h, count, offset, flags));
+        }
+        // nbdkit's plugin_zero: the plugin's own zero when it has one; when it has none, or
+        // answers ENOTSUP, writing zeroes, unless the client asked for a fast zero.
+        if caps.can_zero == Support::Native {
+            match self.call_reporting("zero", Report::Return, |i, h| i.zero(h, count, offset, flags)) {
+                Ok(()) => return self.emulated_fua(emulate_fua),
+                Err(e) if e.errno == Errno::NotSup && !fast => {}
+                Err(e) => {
+                    if let Some(message) = &e.message {
+                        log::error!(self.layer.log(), "{}: {}", self.layer.name(), log::sanitize(message));
+                    }
+                    return Err(e);
+                }
+            }
+        } else if fast {
+            return Err(Error::bare(Errno::NotSup));
+        }
+        let chunk_flags = flags.without(Flags::MAY_TRIM);
+        let (mut at, end) = (offset, offset + count);
+        while at < end {
+            let n = (end - at).min(ZEROES.len() as u64) as usize;
+            self.call("pwrite", |i, h| i.pwrite(h, &ZEROES[..n], at, chunk_flags))?;
+            at += n as u64;
+        }
+        self.emulated_fua(emulate_fua)
+    }
+
+    pub fn extents(&self, count: u64, offset: u64, flags: Flags) -> Result<Vec<Extent>, Error> {
+        self.check_flags("extents", flags, Flags::REQ_ONE)?;
+        self.check_range("extents", count, offset)?;
+        if !self.caps()?.can_extents {
+            // nbdkit's backend_extents: one allocated extent when the layer has none.
+            return Ok(vec![Extent {
+                offset,
+                length: count,
+                hole: false,
+                zero: false,
+            }]);
+        }
+        let extents = self.call("extents", |i, h| i.extents(h, count, offset, flags))?;
+        rules::normalize_extents(offset, self.size()?, &extents).map_err(|why| {
+            let why = format!("{}: extents: {why}", self.layer.name());
+            log::error!(self.layer.log(), "{why}");
+            inval(why)
+        })
+    }
+
+    pub fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        self.check_flags("cache", flags, Flags::NONE)?;
+        let caps = self.caps()?;
+        if caps.can_cache == Support::None {
+            return Err(self.unsupported("cache"));
+        }
+        self.check_range("cache", count, offset)?;
+        if caps.can_cache == Support::Native {
+            return self.call("cache", |i, h| i.cache(h, count, offset, flags));
+        }
+        // nbdkit's backend_cache emulation: read the range and drop the data.
+        let mut scratch = vec![0; count.min(CACHE_CHUNK) as usize];
+        let (mut at, end) = (offset, offset + count);
+        while at < end {
+            let n = (end - at).min(scratch.len() as u64) as usize;
+            self.pread(&mut scratch[..n], at, Flags::NONE)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Context {
+    /// nbdkit's close, in every instance the context is open in; pooled instances go back.
+    fn drop(&mut self) {
+        for slot in self.lanes.iter_mut() {
+            let Some(lane) = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take() else {
+                continue;
+            };
+            let handle = lane.handle;
+            let closed = match lane.instance {
+                Some(mut instance) => {
+                    let closed = instance.close(handle);
+                    if closed.is_ok() {
+                        self.layer.give_back(instance);
+                    }
+                    closed
+                }
+                None => self.layer.on_shared(|instance| instance.close(handle)),
+            };
+            let _ = self.layer.outcome("close", Report::Log, closed);
+        }
+    }
+}
+
+impl BelowConnection for Context {
+    fn prepare(&self) -> Result<(), Error> {
+        Context::prepare(self)
+    }
+    fn finalize(&self) -> Result<(), Error> {
+        Context::finalize(self)
+    }
+    fn get_size(&self) -> Result<u64, Error> {
+        self.size()
+    }
+    fn export_description(&self) -> Option<String> {
+        Context::export_description(self)
+    }
+    fn capabilities(&self) -> Result<Caps, Error> {
+        self.caps()
+    }
+    fn block_size(&self) -> Result<Option<BlockSize>, Error> {
+        Context::block_size(self)
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<(), Error> {
+        Context::pread(self, buf, offset, flags)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<(), Error> {
+        Context::pwrite(self, buf, offset, flags)
+    }
+    fn flush(&self, flags: Flags) -> Result<(), Error> {
+        Context::flush(self, flags)
+    }
+    fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        Context::trim(self, count, offset, flags)
+    }
+    fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        Context::zero(self, count, offset, flags)
+    }
+    fn extents(&self, count: u64, offset: u64, flags: Flags) -> Result<Vec<Extent>, Error> {
+        Context::extents(self, count, offset, flags)
+    }
+    fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<(), Error> {
+        Context::cache(self, count, offset, flags)
+    }
+}

@@ -1,0 +1,151 @@
+//! What to run, as one value: the command line builds it (`cli`), the lifecycle carries it
+//! out. Combinations that cannot work are refused here, before anything is loaded.
+
+use crate::runtime::Limits;
+use std::path::PathBuf;
+
+/// Everything nbdbox is asked to do.
+#[derive(Debug)]
+pub struct Config {
+    pub action: Action,
+    pub verbose: bool,
+    pub listen: Listen,
+    /// Stay in the foreground (otherwise daemonize once listening).
+    pub foreground: bool,
+    pub pidfile: Option<PathBuf>,
+    /// Captive mode: the command to run once listening.
+    pub run: Option<String>,
+    pub exit_with_parent: bool,
+    /// `-e`: the export name `$exportname` and `$uri` carry.
+    pub exportname: Option<String>,
+    pub server: ServerOptions,
+    pub export: ExportConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Serve,
+    /// `--dump-plugin`: print the plugin's metadata.
+    DumpPlugin,
+    /// `--dump-config`: print the build's settings.
+    DumpConfig,
+    /// `--help`, with the layers' parameters when a plugin is named.
+    Help,
+}
+
+/// Where clients connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// `-i`, `-p` (None: all addresses, port 10809).
+    Tcp {
+        ipaddr: Option<String>,
+        port: Option<String>,
+    },
+    /// `-U PATH`, or `-U -` for a private socket in a new directory.
+    Unix(UnixSocket),
+    /// `-s`: one client on stdin/stdout.
+    Stdio,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnixSocket {
+    Private,
+    Path(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ServerOptions {
+    pub no_structured_replies: bool,
+    pub handshake_mask: u16,
+    pub threads: usize,
+}
+
+/// One export: its layers, their parameters and limits.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// A built-in name or a path to a `.wasm` component.
+    pub plugin: Option<String>,
+    /// Outermost first.
+    pub filters: Vec<String>,
+    pub params: Vec<Param>,
+    pub readonly: bool,
+    pub limits: Limits,
+}
+
+/// One parameter as given: `key=value`, or a bare value for the plugin's magic key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Param {
+    Pair(String, String),
+    Bare(String),
+}
+
+/// A configuration that cannot be carried out; the message names the option at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// nbdkit's key grammar: `[A-Za-z][A-Za-z0-9._-]*`.
+fn is_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl Param {
+    /// `key=value` when the text before the first `=` is a valid key, otherwise bare.
+    pub fn parse(text: &str) -> Param {
+        match text.split_once('=') {
+            Some((key, value)) if is_key(key) => Param::Pair(key.to_owned(), value.to_owned()),
+            _ => Param::Bare(text.to_owned()),
+        }
+    }
+}
+
+/// The (key, value) pairs, bare values given to the plugin's magic key.
+pub fn config_pairs(params: &[Param], magic_key: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    params
+        .iter()
+        .map(|param| match (param, magic_key) {
+            (Param::Pair(key, value), _) => Ok((key.clone(), value.clone())),
+            (Param::Bare(value), Some(key)) => Ok((key.to_owned(), value.clone())),
+            (Param::Bare(value), None) => Err(ConfigError(format!(
+                "expecting key=value on the command line but got: {value}"
+            ))),
+        })
+        .collect()
+}
+
+impl Config {
+    /// Refuse combinations nbdkit refuses, naming the options.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |why: &str| Err(ConfigError(why.to_owned()));
+        if self.listen == Listen::Stdio && (self.run.is_some() || self.action == Action::DumpPlugin) {
+            return refuse("-s cannot be used with --run or --dump-plugin");
+        }
+        if self.export.limits.call_timeout.is_zero() {
+            return refuse("--call-timeout must be a positive number of seconds");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(params: &[&str], magic: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+        let params: Vec<Param> = params.iter().map(|p| Param::parse(p)).collect();
+        config_pairs(&params, magic)
+    }
+
+    #[test]
+    fn magic_key_and_key_grammar() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(pairs(&["1M"], Some("size")).unwrap(), [pair("size", "1M")]);
+        assert_eq!(pairs(&["size=1M"], Some("size")).unwrap(), [pair("size", "1M")]);
+        assert_eq!(pairs(&["./a=b"], Some("file")).unwrap(), [pair("file", "./a=b")]);
+        assert_eq!(pairs(&["x=1.img"], Some("file")).unwrap(), [pair("x", "1.img")]);
+        assert_eq!(pairs(&["k=v=w"], None).unwrap(), [pair("k", "v=w")]);
+        assert!(pairs(&["bare"], None).unwrap_err().to_string().contains("bare"));
+    }
+}

@@ -1,0 +1,124 @@
+//! The `buffers` interface: the current request's buffers (rep `CURRENT`), and buffers a
+//! component makes for itself. A component's own buffers live in host memory, so they are
+//! capped at the protocol's largest request, allocated fallibly, and counted against the
+//! instance's memory limit.
+
+use crate::protocol::consts::MAX_REQUEST_SIZE;
+use crate::runtime::bindings::nbdbox::plugin::buffers::{Host, HostReadBuf, HostWriteBuf};
+use crate::runtime::resources::{RawBuf, ReadBuf, WriteBuf, CURRENT};
+use crate::runtime::state::StoreData;
+use wasmtime::component::Resource;
+use wasmtime::{bail, Result};
+
+/// A zeroed vector of `len` bytes, or a trap if the allocation fails.
+pub(super) fn allocate(len: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if bytes.try_reserve_exact(len).is_err() {
+        bail!("cannot allocate a buffer of {len} bytes");
+    }
+    bytes.resize(len, 0);
+    Ok(bytes)
+}
+
+/// A copy of `bytes` for the component, or a trap if the allocation fails.
+pub(super) fn copy_out(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut copy = Vec::new();
+    if copy.try_reserve_exact(bytes.len()).is_err() {
+        bail!("cannot allocate {} bytes", bytes.len());
+    }
+    copy.extend_from_slice(bytes);
+    Ok(copy)
+}
+
+fn check_len(len: usize) -> Result<()> {
+    if len > MAX_REQUEST_SIZE as usize {
+        bail!("a buffer of {len} bytes is larger than the largest request ({MAX_REQUEST_SIZE} bytes)");
+    }
+    Ok(())
+}
+
+/// The bytes `buf` names, as a raw view: the current request's read buffer or the component's
+/// own. Valid for the host call in progress (the table entry cannot go away during it).
+pub(super) fn read_target(data: &mut StoreData, buf: &Resource<ReadBuf>) -> Result<RawBuf> {
+    if buf.rep() == CURRENT {
+        return Ok(data.buffers.read);
+    }
+    Ok(RawBuf::of(&mut data.table.get_mut(buf)?.bytes))
+}
+
+/// The bytes `buf` names, like [`read_target`].
+pub(super) fn write_source(data: &mut StoreData, buf: &Resource<WriteBuf>) -> Result<RawBuf> {
+    if buf.rep() == CURRENT {
+        return Ok(data.buffers.write);
+    }
+    Ok(RawBuf::of(&mut data.table.get_mut(buf)?.bytes))
+}
+
+impl Host for StoreData {}
+
+impl HostReadBuf for StoreData {
+    fn new(&mut self, len: u32) -> Result<Resource<ReadBuf>> {
+        check_len(len as usize)?;
+        self.hold_host_bytes(u64::from(len))?;
+        let bytes = allocate(len as usize)?;
+        Ok(self.table.push(ReadBuf { bytes })?)
+    }
+
+    fn len(&mut self, buf: Resource<ReadBuf>) -> Result<u32> {
+        Ok(read_target(self, &buf)?.len() as u32)
+    }
+
+    fn read(&mut self, buf: Resource<ReadBuf>, at: u32, count: u32) -> Result<Vec<u8>> {
+        let raw = read_target(self, &buf)?;
+        // SAFETY: a view of a buffer lent to this call or owned by this instance's table.
+        copy_out(unsafe { raw.slice(at, count as usize)? })
+    }
+
+    fn write(&mut self, buf: Resource<ReadBuf>, at: u32, data: Vec<u8>) -> Result<()> {
+        let raw = read_target(self, &buf)?;
+        // SAFETY: as in `read`.
+        unsafe { raw.slice_mut(at, data.len())? }.copy_from_slice(&data);
+        Ok(())
+    }
+
+    fn zero(&mut self, buf: Resource<ReadBuf>, at: u32, count: u32) -> Result<()> {
+        let raw = read_target(self, &buf)?;
+        // SAFETY: as in `read`.
+        unsafe { raw.slice_mut(at, count as usize)? }.fill(0);
+        Ok(())
+    }
+
+    fn drop(&mut self, buf: Resource<ReadBuf>) -> Result<()> {
+        if buf.rep() != CURRENT {
+            let freed = self.table.delete(buf)?.bytes.len();
+            self.release_host_bytes(freed as u64);
+        }
+        Ok(())
+    }
+}
+
+impl HostWriteBuf for StoreData {
+    fn new(&mut self, data: Vec<u8>) -> Result<Resource<WriteBuf>> {
+        check_len(data.len())?;
+        self.hold_host_bytes(data.len() as u64)?;
+        Ok(self.table.push(WriteBuf { bytes: data })?)
+    }
+
+    fn len(&mut self, buf: Resource<WriteBuf>) -> Result<u32> {
+        Ok(write_source(self, &buf)?.len() as u32)
+    }
+
+    fn read(&mut self, buf: Resource<WriteBuf>, at: u32, count: u32) -> Result<Vec<u8>> {
+        let raw = write_source(self, &buf)?;
+        // SAFETY: a view of a buffer lent to this call or owned by this instance's table.
+        copy_out(unsafe { raw.slice(at, count as usize)? })
+    }
+
+    fn drop(&mut self, buf: Resource<WriteBuf>) -> Result<()> {
+        if buf.rep() != CURRENT {
+            let freed = self.table.delete(buf)?.bytes.len();
+            self.release_host_bytes(freed as u64);
+        }
+        Ok(())
+    }
+}

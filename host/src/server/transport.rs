@@ -1,0 +1,78 @@
+//! The one byte stream a connection owns, from greeting to disconnect. The handshake takes it
+//! and hands it on (so a later STARTTLS can replace it in the middle of the handshake);
+//! transmission workers share it by reference, reading under the connection's read lock
+//! and writing under its write lock, as nbdkit's `conn->recv` / `conn->send` do.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown as Direction, TcpStream};
+use std::os::unix::net::UnixStream;
+
+pub enum Transport {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    /// `-s`: the client is on stdin and stdout.
+    Stdio {
+        input: File,
+        output: File,
+    },
+}
+
+/// A second handle on a connection's socket, with which the shutdown path stops reading from
+/// an idle client. It keeps the socket open, so it never touches a reused descriptor.
+pub enum HangUp {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl HangUp {
+    /// The worker waiting for the client's next request sees end of file.
+    pub fn hang_up(&self) {
+        let _ = match self {
+            HangUp::Tcp(s) => s.shutdown(Direction::Read),
+            HangUp::Unix(s) => s.shutdown(Direction::Read),
+        };
+    }
+}
+
+impl Transport {
+    pub fn hang_up_handle(&self) -> io::Result<Option<HangUp>> {
+        Ok(match self {
+            Transport::Tcp(s) => Some(HangUp::Tcp(s.try_clone()?)),
+            Transport::Unix(s) => Some(HangUp::Unix(s.try_clone()?)),
+            Transport::Stdio { .. } => None,
+        })
+    }
+}
+
+impl Read for &Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => (&*s).read(buf),
+            Transport::Unix(s) => (&*s).read(buf),
+            Transport::Stdio { input, .. } => (&*input).read(buf),
+        }
+    }
+}
+
+impl Write for &Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => (&*s).write(buf),
+            Transport::Unix(s) => (&*s).write(buf),
+            Transport::Stdio { output, .. } => (&*output).write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => (&*s).write_vectored(bufs),
+            Transport::Unix(s) => (&*s).write_vectored(bufs),
+            Transport::Stdio { output, .. } => (&*output).write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
