@@ -13,6 +13,7 @@ mod cli;
 mod clients;
 mod filters;
 mod guestfish;
+mod layers;
 mod lifecycle;
 mod plugin_example1;
 mod plugin_file;

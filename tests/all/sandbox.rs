@@ -203,3 +203,124 @@ fn grants_refuse_everything_beyond_them() {
         "outside bytes leaked:\n{log}"
     );
 }
+
+#[test]
+fn read_into_fills_the_buffer_it_is_given() {
+    // grant-probe reads its granted file into a buffer of its own at get-ready (no request
+    // buffer exists then) and logs whether it holds the file's bytes.
+    let dir = TempDir::new("readinto");
+    fs::create_dir(dir.join("granted")).unwrap();
+    fs::write(dir.join("granted/disk.img"), pattern(9, 65536)).unwrap();
+    let probe = guest("grant_probe.wasm");
+    let o = run_captive(
+        &[
+            "-v",
+            "-r",
+            probe.to_str().unwrap(),
+            &format!("file={}", dir.str("granted/disk.img")),
+            &format!("dir={}", dir.str("granted")),
+        ],
+        "true",
+    );
+    ok(&o);
+    assert!(
+        stderr(&o).contains("grant-probe: read-into a scratch buffer: matches"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn directory_grant_follows_no_link_out_of_the_directory() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("dirlinks");
+    let (served, outside) = (dir.join("served"), dir.join("outside"));
+    fs::create_dir(&served).unwrap();
+    fs::create_dir(&outside).unwrap();
+    let mut secret = b"SECRET".to_vec();
+    secret.resize(65536, 0);
+    fs::write(outside.join("secret.img"), &secret).unwrap();
+    fs::write(served.join("plain.img"), pattern(4, 65536)).unwrap();
+    symlink("../outside/secret.img", served.join("escape.img")).unwrap();
+    symlink("/etc/passwd", served.join("passwd.img")).unwrap();
+    symlink(outside.join("secret.img"), served.join("absolute.img")).unwrap();
+    symlink("plain.img", served.join("inside.img")).unwrap();
+
+    let ds = served.to_str().unwrap();
+    let try_read = |name: &str| {
+        format!(
+            "if nbdcopy \"nbd+unix:///{name}?socket=$unixsocket\" - | head -c 6 | grep -q SECRET; then echo LEAKED-{name}; fi; \
+             if nbdinfo --size \"nbd+unix:///{name}?socket=$unixsocket\" >/dev/null 2>&1; then echo SERVED-{name}; fi"
+        )
+    };
+    let script = format!(
+        "nbdinfo --list --json \"$uri\"; {}; {}; {}; {}; echo DONE",
+        try_read("escape.img"),
+        try_read("passwd.img"),
+        try_read("absolute.img"),
+        try_read("inside.img"),
+    );
+    let o = run_captive(&["file", &format!("dir={ds}")], &script);
+    let out = ok(&o);
+    assert!(out.contains("DONE"), "{}", show(&o));
+    let mut listed = crate::plugin_file::export_names(&out);
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["inside.img", "plain.img"],
+        "only entries beneath the directory are listed\n{}",
+        show(&o)
+    );
+    assert!(
+        !out.contains("LEAKED"),
+        "bytes from outside the directory were served\n{}",
+        show(&o)
+    );
+    for name in ["escape.img", "passwd.img", "absolute.img"] {
+        assert!(
+            !out.contains(&format!("SERVED-{name}")),
+            "{name} was served\n{}",
+            show(&o)
+        );
+    }
+    assert!(
+        out.contains("SERVED-inside.img"),
+        "a link that stays inside is served\n{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn compiled_code_cache_is_not_used_when_others_can_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cache");
+    let cache = dir.join("nbdbox");
+    fs::create_dir(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = std::process::Command::new(bin());
+    c.args(["-v", "-U", "-", "memory", "1M", "--run", "true"])
+        .env("XDG_CACHE_HOME", dir.path.as_os_str());
+    let o = run_with_timeout(c, DEFAULT_TIMEOUT);
+    ok(&o);
+    let planted: Vec<_> = fs::read_dir(&cache).unwrap().collect();
+    assert!(
+        planted.is_empty(),
+        "compiled code was written to a 0777 directory: {planted:?}"
+    );
+    assert!(
+        stderr(&o).contains("not using the compiled-component cache"),
+        "-v must say why the cache is not used\n{}",
+        show(&o)
+    );
+
+    // A private cache directory is used.
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+    let mut c = std::process::Command::new(bin());
+    c.args(["-U", "-", "memory", "1M", "--run", "true"])
+        .env("XDG_CACHE_HOME", dir.path.as_os_str());
+    ok(&run_with_timeout(c, DEFAULT_TIMEOUT));
+    assert!(
+        fs::read_dir(&cache).unwrap().next().is_some(),
+        "the private cache was not used"
+    );
+}

@@ -212,6 +212,19 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
+/// `/bin/sh -c SCRIPT` with the tools' PATH and its output discarded (for background
+/// clients; `run_with_timeout` captures the output of the ones it runs).
+pub fn shell(script: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(script)
+        .env("PATH", child_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
 /// `nbdbox ARGS...` with the default deadline.
 pub fn nbdbox(args: &[&str]) -> Output {
     let mut c = Command::new(bin());

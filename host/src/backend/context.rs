@@ -56,10 +56,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn inval(why: String) -> Error {
-    Error::new(Errno::Inval, why)
-}
-
 impl Context {
     /// nbdkit's open: the first lane is opened now, so an open that fails fails here.
     pub(super) fn open(layer: Arc<Layer>, readonly: bool, export_name: &str) -> Result<Arc<Context>, Error> {
@@ -248,31 +244,37 @@ impl Context {
             .flatten()
     }
 
+    /// A call the gate refuses before the layer sees it. Only a filter's own calls get here
+    /// (the protocol refuses a client's first, without a log line); the filter gets the
+    /// message, and the operator sees it with -v.
+    fn refuse(&self, errno: Errno, why: String) -> Error {
+        let why = format!("{}: {why}", self.layer.name());
+        log::debug!(self.layer.log(), "refused: {why}");
+        Error::new(errno, why)
+    }
+
     /// nbdkit's backend_valid_range: a non-empty range inside this layer's size.
     fn check_range(&self, what: &str, count: u64, offset: u64) -> Result<(), Error> {
         let size = self.size()?;
         let in_range = count > 0 && offset.checked_add(count).is_some_and(|end| end <= size);
         if !in_range {
-            return Err(inval(format!(
-                "{}: {what} of {count} bytes at {offset} is outside its size of {size}",
-                self.layer.name()
-            )));
+            return Err(self.refuse(
+                Errno::Inval,
+                format!("{what} of {count} bytes at {offset} is outside its size of {size}"),
+            ));
         }
         Ok(())
     }
 
     fn check_flags(&self, what: &str, flags: Flags, allowed: Flags) -> Result<(), Error> {
         if !flags.within(allowed) {
-            return Err(inval(format!(
-                "{}: {what} with flags {flags:?} it does not take",
-                self.layer.name()
-            )));
+            return Err(self.refuse(Errno::Inval, format!("{what} with flags {flags:?} it does not take")));
         }
         Ok(())
     }
 
     fn unsupported(&self, what: &str) -> Error {
-        inval(format!("{}: {what} is not supported by this layer", self.layer.name()))
+        self.refuse(Errno::Inval, format!("{what} is not supported by this layer"))
     }
 
     /// FUA is allowed only where the layer advertised it; at the plugin, FUA it only
@@ -302,10 +304,7 @@ impl Context {
 
     fn writable(&self, caps: &Caps, what: &str) -> Result<(), Error> {
         if !caps.can_write {
-            return Err(Error::new(
-                Errno::RoFs,
-                format!("{}: {what} on a read-only connection", self.layer.name()),
-            ));
+            return Err(self.refuse(Errno::RoFs, format!("{what} on a read-only connection")));
         }
         Ok(())
     }
@@ -405,7 +404,7 @@ impl Context {
         rules::normalize_extents(offset, self.size()?, &extents).map_err(|why| {
             let why = format!("{}: extents: {why}", self.layer.name());
             log::error!(self.layer.log(), "{why}");
-            inval(why)
+            Error::new(Errno::Inval, why)
         })
     }
 

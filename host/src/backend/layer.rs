@@ -258,10 +258,12 @@ impl Layer {
 
     fn configuring(&self, what: &str) -> Result<(), Error> {
         if self.serving.load(Ordering::SeqCst) {
-            return Err(Error::new(
-                Errno::Inval,
-                format!("{what}: the configuration cannot change while the server is serving"),
-            ));
+            let why = format!(
+                "{}: {what}: the configuration cannot change while the server is serving",
+                self.name()
+            );
+            log::debug!(self.env.log, "refused: {why}");
+            return Err(Error::new(Errno::Inval, why));
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ impl EpochTicker {
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    std::thread::park_timeout(EPOCH_TICK);
                     engine.increment_epoch();
                 }
             })
@@ -51,8 +51,10 @@ impl EpochTicker {
         EpochTicker { stop, thread }
     }
 
+    /// Stop and join the thread; it is woken, so this does not wait for a tick.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }

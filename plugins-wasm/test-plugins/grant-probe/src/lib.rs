@@ -1,8 +1,9 @@
 //! grant-probe (test only): a plugin granted a file (`file=`) and a directory (`dir=`) that,
 //! at get-ready, tries to reach beyond them through the grants interface itself — the only
 //! way it has to the host filesystem — and logs each outcome as `grant-probe: WHAT: refused
-//! (WHY)` or `grant-probe: WHAT: SUCCEEDED`. Then it serves the granted file read-only, so a
-//! test can check the server stayed up and serves the right bytes.
+//! (WHY)` or `grant-probe: WHAT: SUCCEEDED`; and it checks that `read-into` fills a buffer of
+//! its own. Then it serves the granted file read-only, so a test can check the server stayed
+//! up and serves the right bytes.
 
 use nbdbox_sdk::grants::{open_directory, open_file, File};
 use nbdbox_sdk::prelude::*;
@@ -21,9 +22,25 @@ fn probe() {
         Err(e) => report("open-directory on the directory key", Err::<(), _>(e)),
     }
     match open_file("file") {
-        Ok(file) => report("write to a file granted read-only", file.write(b"x", 0)),
+        Ok(file) => {
+            report("write to a file granted read-only", file.write(b"x", 0));
+            read_into_scratch(&file);
+        }
         Err(e) => report("open-file on the file key", Err::<(), _>(e)),
     }
+}
+
+/// `read-into` must fill the buffer it is given, here one of the plugin's own (there is no
+/// request buffer at get-ready): logged as `read-into a scratch buffer: matches` when it
+/// holds the file's bytes.
+fn read_into_scratch(file: &File) {
+    let scratch = ReadBuf::new(64);
+    let outcome = match (file.read_into(&scratch, 0, 64, 0), file.read(64, 0)) {
+        (Ok(()), Ok(bytes)) if scratch.read(0, 64) == bytes => "matches".to_owned(),
+        (Ok(()), Ok(_)) => "differs".to_owned(),
+        (Err(e), _) | (_, Err(e)) => format!("failed ({e})"),
+    };
+    nbdbox_sdk::info(&format!("read-into a scratch buffer: {outcome}"));
 }
 
 /// Both keys are grants: the host opens them, the plugin reaches them by key name.

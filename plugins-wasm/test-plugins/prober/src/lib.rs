@@ -9,6 +9,7 @@
 //! | cache          | `cache(COUNT, OFFSET)`                                          |
 //! | read-past-end  | `pread` of COUNT bytes at SIZE - COUNT/2, into a scratch buffer |
 //! | write-past-end | `pwrite` of COUNT bytes of 0xAB at SIZE - COUNT/2               |
+//! | reconfigure    | `next.config("size", "1")`: configuration while serving         |
 //!
 //! It logs `prober: ACTION -> ok` or `prober: ACTION -> ERRNO` and fails the client's read
 //! with that error, or else serves it from the layer below.
@@ -23,15 +24,17 @@ enum Action {
     Cache,
     ReadPastEnd,
     WritePastEnd,
+    Reconfigure,
 }
 
 impl Action {
-    const ALL: [Action; 5] = [
+    const ALL: [Action; 6] = [
         Action::Zero,
         Action::FuaWrite,
         Action::Cache,
         Action::ReadPastEnd,
         Action::WritePastEnd,
+        Action::Reconfigure,
     ];
 
     /// The `action=` value, and the name in the log.
@@ -42,6 +45,7 @@ impl Action {
             Action::Cache => "cache",
             Action::ReadPastEnd => "read-past-end",
             Action::WritePastEnd => "write-past-end",
+            Action::Reconfigure => "reconfigure",
         }
     }
 
@@ -55,6 +59,7 @@ impl Action {
             Action::Cache => next.cache(count.into(), offset, CmdFlags::empty()),
             Action::ReadPastEnd => next.pread(&ReadBuf::new(count), count, straddling()?, CmdFlags::empty()),
             Action::WritePastEnd => next.pwrite(&pattern(), count, straddling()?, CmdFlags::empty()),
+            Action::Reconfigure => next::config("size", "1"),
         }
     }
 }
@@ -70,7 +75,7 @@ impl Filter for Prober {
     const CONFIG_KEYS: &'static [Key] = &[Key::new(
         "action",
         Kind::Text,
-        "action=zero|fua-write|cache|read-past-end|write-past-end  The call to make (required).",
+        "action=zero|fua-write|cache|read-past-end|write-past-end|reconfigure  The call to make (required).",
     )];
     type Connection = Action;
 
@@ -79,7 +84,7 @@ impl Filter for Prober {
             error(
                 Errno::Einval,
                 format!(
-                    "{key}: unknown value '{value}' (expected zero, fua-write, cache, read-past-end or write-past-end)"
+                    "{key}: unknown value '{value}' (expected zero, fua-write, cache, read-past-end, write-past-end or reconfigure)"
                 ),
             )
         })?;
