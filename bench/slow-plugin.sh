@@ -28,8 +28,8 @@ FIO="fio --name=slow --ioengine=nbd --uri=\"\$uri\" --rw=randread --bs=4k --iode
 --numjobs=1 --runtime=$FIO_TIME --time_based --output-format=terse --terse-version=3 \
 | awk -F';' '\$1==\"3\" {print \$8}'"
 
-lanes=$("$NBDBOX" -U - sleepy 1G delay-ms="$DELAY" --run "$FIO")
-one_lane=$("$NBDBOX" -U - -t 1 sleepy 1G delay-ms="$DELAY" --run "$FIO")
+lanes=$("$NBDBOX" -U - "$SLEEPY" 1G delay-ms="$DELAY" --run "$FIO")
+one_lane=$("$NBDBOX" -U - -t 1 "$SLEEPY" 1G delay-ms="$DELAY" --run "$FIO")
 nbdkit=$("$NBDKIT" -U - --filter=delay null 1G rdelay="${DELAY}ms" --run "$FIO")
 
 printf '%-28s %10s\n' "# setup (${DELAY} ms/read, qd $DEPTH)" "read IOPS"

@@ -61,7 +61,7 @@ fn captive_tcp(args: &[&str], script: &str) -> (String, Output) {
         }
         return (port, o);
     }
-    panic!("could not bind a free TCP port 3 times\n{}", show(&last.unwrap()));
+    panic!("could not bind a free TCP port 3 times\n{}", describe(&last.unwrap()));
 }
 
 /// The private `-U -` socket must be DIR/socket with DIR directly in /tmp.
@@ -80,17 +80,6 @@ fn assert_private_dir_removed(sock: &str) {
     let dir = check_private_socket_path(sock);
     assert!(!Path::new(sock).exists(), "socket left behind: {sock}");
     assert!(!dir.exists(), "-U - directory left behind: {}", dir.display());
-}
-
-/// No live (non-zombie) process has this pid.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with('Z') && !state.starts_with('X')
-        }
-        Err(_) => false,
-    }
 }
 
 /// Processes whose command line mentions `needle` (a unique temp path).
@@ -155,7 +144,7 @@ fn leaked_private_dirs(f: impl FnOnce()) -> Vec<PathBuf> {
 #[test]
 fn variables_private_unix_socket() {
     let o = captive(&["-U", "-", "memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     check_private_socket_path(&sock);
     assert_eq!(var(&out, "uri"), format!("nbd+unix://?socket={sock}"));
@@ -169,7 +158,7 @@ fn variables_private_unix_socket() {
         &["-U", "-", "memory", "1M"],
         &format!("{}; : not really guestfish", print_vars()),
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert_eq!(var(&out, "nbd"), format!("nbd://?socket={sock}"));
     assert_eq!(var(&out, "uri"), format!("nbd+unix://?socket={sock}"));
@@ -183,7 +172,7 @@ fn variables_unix_path() {
     let dir = TempDir::new("cvu");
     let sock = dir.str("sock");
     let o = captive(&["-U", &sock, "memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert_eq!(var(&out, "unixsocket"), sock);
     assert_eq!(var(&out, "uri"), format!("nbd+unix://?socket={sock}"));
     assert_eq!(var(&out, "nbd"), format!("nbd:unix:{sock}"));
@@ -198,7 +187,7 @@ fn variables_unix_path() {
         &["-U", &sock, "memory", "1M"],
         &format!("{}; # guestfish", print_vars()),
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert_eq!(var(&out, "nbd"), format!("nbd://?socket={sock}"));
 
     // A relative -U path is made absolute.
@@ -206,7 +195,7 @@ fn variables_unix_path() {
     c.args(["-U", "rel.sock", "memory", "1M", "--run", &print_vars()])
         .current_dir(&dir.path);
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    let out = ok(&o);
+    let out = assert_success(&o);
     let abs = fs::canonicalize(&dir.path).unwrap().join("rel.sock");
     let abs = abs.to_str().unwrap();
     assert_eq!(var(&out, "unixsocket"), abs);
@@ -216,7 +205,7 @@ fn variables_unix_path() {
 #[test]
 fn variables_tcp() {
     let (port, o) = captive_tcp(&["memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert_eq!(var(&out, "uri"), format!("nbd://localhost:{port}"));
     assert_eq!(var(&out, "nbd"), format!("nbd:localhost:{port}"));
     assert_eq!(var(&out, "port"), port);
@@ -227,7 +216,7 @@ fn variables_tcp() {
         &["memory", "1M"],
         &format!("{}; echo guestfish >/dev/null", print_vars()),
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert_eq!(var(&out, "nbd"), format!("nbd://localhost:{port}"));
     assert_eq!(var(&out, "uri"), format!("nbd://localhost:{port}"));
 }
@@ -236,7 +225,7 @@ fn variables_tcp() {
 fn variables_named_export() {
     let name = "a b/c";
     let o = captive(&["-U", "-", "-e", name, "memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     check_private_socket_path(&sock);
     assert_eq!(var(&out, "uri"), format!("nbd+unix:///a%20b/c?socket={sock}"));
@@ -253,13 +242,13 @@ fn variables_named_export() {
         &["-U", "-", "--exportname", name, "memory", "1M"],
         &format!("{}; : guestfish", print_vars()),
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert_eq!(var(&out, "nbd"), format!("nbd://?socket={sock}"));
     assert_eq!(var(&out, "uri"), format!("nbd+unix:///a%20b/c?socket={sock}"));
 
     let (port, o) = captive_tcp(&["-e", name, "memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert_eq!(var(&out, "uri"), format!("nbd://localhost:{port}/a%20b/c"));
     assert_eq!(var(&out, "nbd"), format!("nbd:localhost:{port}"));
     assert_eq!(var(&out, "exportname"), name);
@@ -267,7 +256,7 @@ fn variables_named_export() {
     // Characters the shell would interpret are quoted in the assignment.
     let tricky = "x$HOME`id`\"\\'?é";
     let o = captive(&["-U", "-", "-e", tricky, "memory", "1M"], &print_vars());
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert_eq!(var(&out, "exportname"), tricky);
     assert_eq!(
@@ -285,11 +274,11 @@ fn variables_are_not_exported() {
     let unix = captive(&["-U", "-", "-e", "x", "memory", "1M"], script);
     let (_, tcp) = captive_tcp(&["-e", "x", "memory", "1M"], script);
     for o in [unix, tcp] {
-        let out = ok(&o);
+        let out = assert_success(&o);
         let line = |k: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(k))
-                .unwrap_or_else(|| panic!("no {k} in\n{}", show(&o)))
+                .unwrap_or_else(|| panic!("no {k} in\n{}", describe(&o)))
                 .to_owned()
         };
         assert_eq!(line("local="), "set", "the shell itself sees $uri");
@@ -322,14 +311,14 @@ fn qemu_img_consumes_nbd() {
     let qemu_img = tool("qemu-img");
     let script = format!("{} info --output=json $nbd", qemu_img.display());
     let o = captive(&["-U", "-", "memory", "1M"], &script);
-    assert_eq!(qemu_virtual_size(&ok(&o)), 1 << 20, "{}", show(&o));
+    assert_eq!(qemu_virtual_size(&assert_success(&o)), 1 << 20, "{}", describe(&o));
 
     // With an export name, $nbd still works for qemu (it has no name).
     let o = captive(&["-U", "-", "-e", "a b/c", "memory", "2M"], &script);
-    assert_eq!(qemu_virtual_size(&ok(&o)), 2 << 20, "{}", show(&o));
+    assert_eq!(qemu_virtual_size(&assert_success(&o)), 2 << 20, "{}", describe(&o));
 
     let (_, o) = captive_tcp(&["memory", "3M"], &script);
-    assert_eq!(qemu_virtual_size(&ok(&o)), 3 << 20, "{}", show(&o));
+    assert_eq!(qemu_virtual_size(&assert_success(&o)), 3 << 20, "{}", describe(&o));
 }
 
 #[test]
@@ -337,18 +326,18 @@ fn nbdinfo_consumes_uri() {
     let nbdinfo = tool("nbdinfo");
     let script = format!("{} --size \"$uri\"", nbdinfo.display());
     let o = captive(&["-U", "-", "memory", "1M"], &script);
-    assert_eq!(ok(&o).trim(), "1048576", "{}", show(&o));
+    assert_eq!(assert_success(&o).trim(), "1048576", "{}", describe(&o));
 
     let o = captive(&["-U", "-", "-e", "a b/c", "memory", "2M"], &script);
-    assert_eq!(ok(&o).trim(), "2097152", "{}", show(&o));
+    assert_eq!(assert_success(&o).trim(), "2097152", "{}", describe(&o));
 
     let (_, o) = captive_tcp(&["-e", "a b/c", "memory", "3M"], &script);
-    assert_eq!(ok(&o).trim(), "3145728", "{}", show(&o));
+    assert_eq!(assert_success(&o).trim(), "3145728", "{}", describe(&o));
 
     let dir = TempDir::new("cnu");
     let sock = dir.str("sock");
     let o = captive(&["-U", &sock, "memory", "4M"], &script);
-    assert_eq!(ok(&o).trim(), "4194304", "{}", show(&o));
+    assert_eq!(assert_success(&o).trim(), "4194304", "{}", describe(&o));
 }
 
 // --------------------------------------------------------------------------
@@ -362,7 +351,7 @@ fn exit_path_script(pidfile: &Path, tail: &str) -> String {
         "echo \"sock=$unixsocket\"; i=0; \
          while ! test -s {p}; do i=$((i+1)); test $i -gt 600 && break; sleep 0.05; done; \
          echo \"pid=$(cat {p})\"; {tail}",
-        p = sq(pidfile.to_str().unwrap())
+        p = shell_quote(pidfile.to_str().unwrap())
     )
 }
 
@@ -376,7 +365,7 @@ fn run_exit_path(tail: &str) -> Output {
     let field = |k: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("{tail:?}: no {k} line\n{}", show(&o)))
+            .unwrap_or_else(|| panic!("{tail:?}: no {k} line\n{}", describe(&o)))
             .to_owned()
     };
     let sock = field("sock=");
@@ -384,7 +373,7 @@ fn run_exit_path(tail: &str) -> Output {
     let pid: u32 = field("pid=")
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("{tail:?}: pid file never appeared\n{}", show(&o)));
+        .unwrap_or_else(|_| panic!("{tail:?}: pid file never appeared\n{}", describe(&o)));
     // Give a (wrongly) surviving server a moment to show itself.
     let deadline = Instant::now() + Duration::from_secs(5);
     while pid_alive(pid) && Instant::now() < deadline {
@@ -393,14 +382,14 @@ fn run_exit_path(tail: &str) -> Output {
     assert!(
         !pid_alive(pid),
         "{tail:?}: server pid {pid} from -P still running\n{}",
-        show(&o)
+        describe(&o)
     );
-    assert!(!pidfile.exists(), "{tail:?}: pid file left behind\n{}", show(&o));
+    assert!(!pidfile.exists(), "{tail:?}: pid file left behind\n{}", describe(&o));
     let left = processes_mentioning(pidfile.to_str().unwrap());
     assert!(
         left.is_empty(),
         "{tail:?}: processes left running: {left:?}\n{}",
-        show(&o)
+        describe(&o)
     );
     o
 }
@@ -409,28 +398,28 @@ fn run_exit_path(tail: &str) -> Output {
 fn exit_status_is_the_commands() {
     for (tail, code) in [("true", 0), ("false", 1), ("exit 1", 1), ("exit 42", 42)] {
         let o = run_exit_path(tail);
-        assert_eq!(o.status.signal(), None, "{tail}: {}", show(&o));
-        assert_eq!(o.status.code(), Some(code), "{tail}: {}", show(&o));
+        assert_eq!(o.status.signal(), None, "{tail}: {}", describe(&o));
+        assert_eq!(o.status.code(), Some(code), "{tail}: {}", describe(&o));
     }
     let o = run_exit_path("/nonexistent/command");
-    assert_eq!(o.status.code(), Some(127), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(127), "{}", describe(&o));
 }
 
 #[test]
 fn exit_status_command_killed_by_signal() {
     let o = run_exit_path("kill -9 $$");
-    assert_eq!(o.status.signal(), None, "nbdbox itself must not die: {}", show(&o));
-    assert_eq!(o.status.code(), Some(137), "128+9 expected\n{}", show(&o));
+    assert_eq!(o.status.signal(), None, "nbdbox itself must not die: {}", describe(&o));
+    assert_eq!(o.status.code(), Some(137), "128+9 expected\n{}", describe(&o));
     let e = stderr(&o);
     assert!(
         e.contains("signal 9"),
         "stderr should say the command was killed by signal 9\n{}",
-        show(&o)
+        describe(&o)
     );
 
     let o = run_exit_path("kill -USR1 $$");
-    assert_eq!(o.status.code(), Some(128 + 10), "{}", show(&o));
-    assert!(stderr(&o).contains("signal 10"), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(128 + 10), "{}", describe(&o));
+    assert!(stderr(&o).contains("signal 10"), "{}", describe(&o));
 }
 
 #[test]
@@ -444,7 +433,7 @@ fn exit_after_command_with_idle_client() {
     let go = dir.join("go");
     let script = format!(
         "i=0; while ! test -e {go}; do i=$((i+1)); test $i -gt 1200 && exit 99; sleep 0.05; done; exit 7",
-        go = sq(go.to_str().unwrap())
+        go = shell_quote(go.to_str().unwrap())
     );
     let mut child = Command::new(bin())
         .arg("-U")
@@ -491,20 +480,20 @@ fn exit_after_command_with_idle_client() {
 fn startup_failure_never_runs_the_command() {
     let dir = TempDir::new("csf");
     let marker = dir.join("ran");
-    let run = format!("touch {}", sq(marker.to_str().unwrap()));
+    let run = format!("touch {}", shell_quote(marker.to_str().unwrap()));
 
     let leaked = leaked_private_dirs(|| {
         let o = captive(&["-U", "-", "memory", "size=banana"], &run);
         assert_exit1(&o);
-        assert!(!marker.exists(), "bad parameter: the command ran\n{}", show(&o));
+        assert!(!marker.exists(), "bad parameter: the command ran\n{}", describe(&o));
 
         let o = captive(&["-U", "-", "memory", "1M", "nosuchkey=1"], &run);
         assert_exit1(&o);
-        assert!(!marker.exists(), "unknown key: the command ran\n{}", show(&o));
+        assert!(!marker.exists(), "unknown key: the command ran\n{}", describe(&o));
 
         let o = captive(&["-U", "-", "nosuchplugin"], &run);
         assert_exit1(&o);
-        assert!(!marker.exists(), "no plugin: the command ran\n{}", show(&o));
+        assert!(!marker.exists(), "no plugin: the command ran\n{}", describe(&o));
     });
     assert!(leaked.is_empty(), "failed startups leaked -U - directories: {leaked:?}");
 
@@ -513,20 +502,20 @@ fn startup_failure_never_runs_the_command() {
     let port = taken.local_addr().unwrap().port().to_string();
     let o = captive(&["-i", "127.0.0.1", "-p", &port, "memory", "1M"], &run);
     assert_exit1(&o);
-    assert!(!marker.exists(), "port in use: the command ran\n{}", show(&o));
+    assert!(!marker.exists(), "port in use: the command ran\n{}", describe(&o));
 
     let live = dir.join("live.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
     let o = captive(&["-U", live.to_str().unwrap(), "memory", "1M"], &run);
     assert_exit1(&o);
-    assert!(!marker.exists(), "live socket: the command ran\n{}", show(&o));
+    assert!(!marker.exists(), "live socket: the command ran\n{}", describe(&o));
     assert!(live.exists(), "a live socket must not be removed");
 
     let file = dir.join("plain");
     fs::write(&file, "keep").unwrap();
     let o = captive(&["-U", file.to_str().unwrap(), "memory", "1M"], &run);
     assert_exit1(&o);
-    assert!(!marker.exists(), "regular file: the command ran\n{}", show(&o));
+    assert!(!marker.exists(), "regular file: the command ran\n{}", describe(&o));
     assert_eq!(fs::read_to_string(&file).unwrap(), "keep");
 }
 
@@ -538,14 +527,14 @@ fn pidfile_failure_never_runs_the_command() {
     let marker = dir.join("ran");
     let o = captive(
         &["-U", "-", "-P", "/nonexistent-dir/pid", "memory", "1M"],
-        &format!("sleep 1; touch {}", sq(marker.to_str().unwrap())),
+        &format!("sleep 1; touch {}", shell_quote(marker.to_str().unwrap())),
     );
     assert_exit1(&o);
-    assert!(stderr(&o).contains("/nonexistent-dir/pid"), "{}", show(&o));
+    assert!(stderr(&o).contains("/nonexistent-dir/pid"), "{}", describe(&o));
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !marker.exists(),
         "the --run command ran (orphaned) although startup failed\n{}",
-        show(&o)
+        describe(&o)
     );
 }

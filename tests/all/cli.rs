@@ -1,5 +1,6 @@
-//! Command line: informational options, bad input, option permutation,
-//! captive-mode variables and exit status, process lifecycle.
+//! Command line: informational options, bad input (including filters named
+//! wrongly: unknown, a plugin given as a filter and the reverse), option
+//! permutation, captive-mode variables and exit status, process lifecycle.
 
 use crate::support::*;
 use std::fs;
@@ -24,11 +25,11 @@ const PRINT_VARS: &str = r#"echo "uri=$uri"; echo "nbd=$nbd"; echo "port=$port";
 fn assert_error_mentions(o: &std::process::Output, what: &str) {
     assert_exit1(o);
     let e = stderr(o);
-    assert!(e.contains(what), "stderr should mention {what:?}\n{}", show(o));
+    assert!(e.contains(what), "stderr should mention {what:?}\n{}", describe(o));
     assert!(
         !stdout(o).contains("RAN"),
         "the --run command must not run after a startup error\n{}",
-        show(o)
+        describe(o)
     );
 }
 
@@ -36,7 +37,7 @@ fn assert_error_mentions(o: &std::process::Output, what: &str) {
 fn assert_error_prefix(o: &std::process::Output) {
     let e = stderr(o);
     let p = format!("{}: error: ", prog_name());
-    assert!(e.contains(&p), "stderr should contain {p:?}\n{}", show(o));
+    assert!(e.contains(&p), "stderr should contain {p:?}\n{}", describe(o));
 }
 
 // --------------------------------------------------------------------------
@@ -47,11 +48,11 @@ fn assert_error_prefix(o: &std::process::Output) {
 fn version_exits_0() {
     for opt in ["--version", "-V"] {
         let o = nbdbox(&[opt]);
-        let out = ok(&o);
+        let out = assert_success(&o);
         assert!(
             out.starts_with(&prog_name()),
             "{opt}: version line should start with the program name\n{}",
-            show(&o)
+            describe(&o)
         );
     }
 }
@@ -59,9 +60,9 @@ fn version_exits_0() {
 #[test]
 fn help_exits_0() {
     let o = nbdbox(&["--help"]);
-    let out = ok(&o);
+    let out = assert_success(&o);
     for w in ["PLUGIN", "--run", "-U"] {
-        assert!(out.contains(w), "--help should mention {w}\n{}", show(&o));
+        assert!(out.contains(w), "--help should mention {w}\n{}", describe(&o));
     }
 }
 
@@ -73,18 +74,18 @@ fn dump_plugin_memory() {
         &["memory", "1M", "--dump-plugin"],
     ] {
         let o = nbdbox(args);
-        let out = ok(&o);
+        let out = assert_success(&o);
         let lines: Vec<_> = out.lines().collect();
-        assert!(lines.contains(&"name=memory"), "{args:?}\n{}", show(&o));
-        assert!(lines.contains(&"magic_config_key=size"), "{args:?}\n{}", show(&o));
+        assert!(lines.contains(&"name=memory"), "{args:?}\n{}", describe(&o));
+        assert!(lines.contains(&"magic_config_key=size"), "{args:?}\n{}", describe(&o));
     }
 }
 
 #[test]
 fn dump_plugin_example1() {
     let o = nbdbox(&["example1", "--dump-plugin"]);
-    let out = ok(&o);
-    assert!(out.lines().any(|l| l == "name=example1"), "{}", show(&o));
+    let out = assert_success(&o);
+    assert!(out.lines().any(|l| l == "name=example1"), "{}", describe(&o));
 }
 
 // --------------------------------------------------------------------------
@@ -160,6 +161,44 @@ fn no_such_filter() {
     assert_error_mentions(&o, "nosuchfilter");
 }
 
+#[test]
+fn unknown_filter_name_is_refused() {
+    let o = nbdbox(&["-U", "-", "--filter=nosuchfilter", "memory", "1M", "--run", "true"]);
+    assert_exit1(&o);
+    assert!(stderr(&o).contains("nosuchfilter"), "{}", describe(&o));
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn plugin_given_as_filter_is_refused() {
+    let o = nbdbox(&["-U", "-", "--filter=memory", "memory", "1M", "--run", "true"]);
+    assert_exit1(&o);
+    let e = stderr(&o);
+    assert!(e.contains("'memory'") && e.contains("filter"), "{}", describe(&o));
+    for plugin in ["escape", "hostile"] {
+        let path = guest_arg(plugin);
+        let o = nbdbox(&["-U", "-", &format!("--filter={path}"), "memory", "1M", "--run", "true"]);
+        assert_exit1(&o);
+        let e = stderr(&o);
+        assert!(
+            e.contains(&path) && e.contains("is a plugin, not a filter"),
+            "{}",
+            describe(&o)
+        );
+    }
+}
+
+#[test]
+fn filter_given_as_plugin_is_refused() {
+    let path = guest_arg("recorder");
+    let o = nbdbox(&["-U", "-", &path, "--run", "true"]);
+    assert_exit1(&o);
+    let e = stderr(&o);
+    assert!(e.contains(&path) && e.contains("is a filter"), "{}", describe(&o));
+    assert!(e.contains("--filter="), "the message should say how to use it: {e}");
+    assert!(Path::new(&path).is_file());
+}
+
 // --------------------------------------------------------------------------
 // Option permutation and parameters
 // --------------------------------------------------------------------------
@@ -169,7 +208,7 @@ fn options_after_plugin() {
     let mut c = Command::new(bin());
     c.args(["memory", "1M", "-U", "-", "--run", "true"]);
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    ok(&o);
+    assert_success(&o);
 
     // -r between the plugin and its parameters, checked by a client.
     let nbdsh = tool("/usr/bin/nbdsh");
@@ -179,12 +218,12 @@ fn options_after_plugin() {
         nbdsh.display()
     ));
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    assert!(ok(&o).contains("CHECKED"), "{}", show(&o));
+    assert!(assert_success(&o).contains("CHECKED"), "{}", describe(&o));
 
     // `--` ends the options.
     tool("nbdinfo");
     let o = run_captive(&["--", "memory", "1M"], "nbdinfo --size \"$uri\"");
-    assert_eq!(ok(&o).trim(), "1048576");
+    assert_eq!(assert_success(&o).trim(), "1048576");
 }
 
 #[test]
@@ -198,7 +237,7 @@ fn size_parameter_forms() {
         (&["memory", "1T"], 1 << 40),
     ] {
         let o = run_captive(args, "nbdinfo --size \"$uri\"");
-        assert_eq!(ok(&o).trim(), want.to_string(), "{args:?}");
+        assert_eq!(assert_success(&o).trim(), want.to_string(), "{args:?}");
     }
 }
 
@@ -206,9 +245,9 @@ fn size_parameter_forms() {
 fn threads_and_verbose_accepted() {
     tool("nbdinfo");
     let o = run_captive(&["-t", "4", "-v", "memory", "1M"], "nbdinfo --size \"$uri\"");
-    assert_eq!(ok(&o).trim(), "1048576");
+    assert_eq!(assert_success(&o).trim(), "1048576");
     let o = run_captive(&["--threads=1", "memory", "1M"], "nbdinfo --size \"$uri\"");
-    assert_eq!(ok(&o).trim(), "1048576");
+    assert_eq!(assert_success(&o).trim(), "1048576");
 }
 
 // --------------------------------------------------------------------------
@@ -222,7 +261,7 @@ fn captive_unix_variables() {
          test -S \"$unixsocket\" && echo issock=yes; echo \"exported=$(env | grep -c -E '^(uri|nbd|unixsocket|port|exportname)=')\""
     );
     let o = run_captive(&["memory", "1M"], &script);
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert!(sock.starts_with('/'), "unixsocket must be absolute: {sock}");
     assert_eq!(var(&out, "uri"), format!("nbd+unix://?socket={sock}"));
@@ -248,7 +287,7 @@ fn captive_nbd_guestfish_syntax() {
         &["memory", "1M"],
         ": guestfish; echo \"nbd=$nbd\"; echo \"unixsocket=$unixsocket\"",
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert_eq!(var(&out, "nbd"), format!("nbd://?socket={sock}"));
 }
@@ -256,7 +295,7 @@ fn captive_nbd_guestfish_syntax() {
 #[test]
 fn captive_export_name() {
     let o = run_captive(&["-e", "foo", "memory", "1M"], PRINT_VARS);
-    let out = ok(&o);
+    let out = assert_success(&o);
     let sock = var(&out, "unixsocket");
     assert_eq!(var(&out, "uri"), format!("nbd+unix:///foo?socket={sock}"));
     assert_eq!(var(&out, "exportname"), "foo");
@@ -278,7 +317,7 @@ fn captive_tcp() {
             assert_eq!(var(&out, "size"), "1048576");
             return;
         }
-        last = show(&o);
+        last = describe(&o);
     }
     panic!("TCP captive run failed twice\n{last}");
 }
@@ -293,20 +332,20 @@ fn run_captive_tcp(port: &str) -> std::process::Output {
 #[test]
 fn captive_exit_status() {
     let o = run_captive(&["memory", "1M"], "exit 3");
-    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
     let o = run_captive(&["memory", "1M"], "true");
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let o = run_captive(&["memory", "1M"], "/nonexistent/command");
-    assert_eq!(o.status.code(), Some(127), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(127), "{}", describe(&o));
     // Command killed by a signal ⇒ 128+N.
     let o = run_captive(&["memory", "1M"], "kill -TERM $$");
-    assert_eq!(o.status.code(), Some(143), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(143), "{}", describe(&o));
 }
 
 #[test]
 fn captive_stdin_stdout_passed_through() {
     let o = run_captive(&["memory", "1M"], "echo to-stdout; echo to-stderr >&2");
-    assert!(ok(&o).contains("to-stdout"));
+    assert!(assert_success(&o).contains("to-stdout"));
     assert!(stderr(&o).contains("to-stderr"));
 }
 
@@ -380,5 +419,5 @@ fn daemonizes_without_f() {
     let mut c = Command::new("nbdinfo");
     c.arg("--size").arg(format!("nbd+unix://?socket={sock}"));
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    assert_eq!(ok(&o).trim(), "1048576");
+    assert_eq!(assert_success(&o).trim(), "1048576");
 }

@@ -2,7 +2,6 @@
 //! stale and live Unix sockets, idle clients at shutdown, --exit-with-parent,
 //! socket activation and `-s`.
 
-use crate::captive::pid_alive;
 use crate::support::nbd::*;
 use crate::support::*;
 use std::fs;
@@ -95,7 +94,7 @@ fn size_via_nbdinfo(sock: &Path) -> String {
     let mut c = Command::new(tool("nbdinfo"));
     c.arg("--size").arg(uri_of(sock));
     let o = run_with_timeout(c, Duration::from_secs(30));
-    ok(&o).trim().to_owned()
+    assert_success(&o).trim().to_owned()
 }
 
 /// A foreground nbdbox (`-f -P DIR/pid ARGS...`), ready once its pid file
@@ -191,7 +190,7 @@ fn daemon_mode() {
     // them open (it must move its stdio to /dev/null).
     let o = run_with_timeout(c, Duration::from_secs(30));
     let parent_took = t.elapsed();
-    assert!(o.status.success(), "the parent must exit 0\n{}", show(&o));
+    assert!(o.status.success(), "the parent must exit 0\n{}", describe(&o));
     assert!(
         parent_took < Duration::from_secs(10),
         "the parent took {parent_took:?} to exit"
@@ -230,14 +229,14 @@ fn daemon_pidfile_holds_the_serving_process() {
     // although the daemon moves to /.
     let script = format!(
         "cd {} || exit 9; {} -P pid -U sock memory 1M & echo $! > {}; wait",
-        sq(dir.path.to_str().unwrap()),
-        sq(bin().to_str().unwrap()),
-        sq(started.to_str().unwrap())
+        shell_quote(dir.path.to_str().unwrap()),
+        shell_quote(bin().to_str().unwrap()),
+        shell_quote(started.to_str().unwrap())
     );
     let mut c = Command::new("/bin/sh");
     c.arg("-c").arg(&script);
     let o = run_with_timeout(c, Duration::from_secs(30));
-    ok(&o);
+    assert_success(&o);
     let pid = wait_pidfile(&pidfile, Duration::from_secs(10));
     let _guard = PidGuard(pid);
     let first: u32 = fs::read_to_string(&started).unwrap().trim().parse().unwrap();
@@ -399,11 +398,11 @@ fn start_under_shell(dir: &TempDir, opts: &str) -> (Child, u32, PathBuf, PathBuf
     let childfile = dir.join("child");
     let script = format!(
         "{} {opts} -P {} -U {} memory 1M </dev/null >/dev/null 2>{} & echo $! > {}; exec sleep 60",
-        sq(bin().to_str().unwrap()),
-        sq(pidfile.to_str().unwrap()),
-        sq(sock.to_str().unwrap()),
-        sq(dir.str("stderr.log").as_str()),
-        sq(childfile.to_str().unwrap()),
+        shell_quote(bin().to_str().unwrap()),
+        shell_quote(pidfile.to_str().unwrap()),
+        shell_quote(sock.to_str().unwrap()),
+        shell_quote(dir.str("stderr.log").as_str()),
+        shell_quote(childfile.to_str().unwrap()),
     );
     let sh = Command::new("/bin/sh")
         .arg("-c")
@@ -554,7 +553,7 @@ fn socket_activation_rejects_other_endpoints() {
     let dir = TempDir::new("lsx");
     let marker = dir.join("ran");
     let port = free_port().to_string();
-    let run = format!("touch {}", sq(marker.to_str().unwrap()));
+    let run = format!("touch {}", shell_quote(marker.to_str().unwrap()));
     let other = dir.str("other");
     let cases: [&[&str]; 4] = [
         &["-U", &other, "memory", "1M"],
@@ -566,7 +565,7 @@ fn socket_activation_rejects_other_endpoints() {
         let sock = dir.join(&format!("s{i}"));
         let o = run_with_timeout(activator(&sock, "exec", args), Duration::from_secs(30));
         assert_exit1(&o);
-        assert!(!marker.exists(), "{args:?}: the --run command ran\n{}", show(&o));
+        assert!(!marker.exists(), "{args:?}: the --run command ran\n{}", describe(&o));
         assert!(!Path::new(&other).exists(), "{args:?}: bound -U anyway");
     }
 }
@@ -584,7 +583,7 @@ fn socket_activation_by_libnbd() {
         .arg(&pidfile)
         .args(["memory", "1M", "]"]);
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    assert_eq!(ok(&o).trim(), "1048576", "{}", show(&o));
+    assert_eq!(assert_success(&o).trim(), "1048576", "{}", describe(&o));
     // Gone within 10 s: either its pid file is removed or the pid it names is dead.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -614,7 +613,7 @@ fn listen_pid_of_another_process_is_ignored() {
         .env("LISTEN_PID", "1")
         .env("LISTEN_FDS", "1");
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    assert_eq!(ok(&o).trim(), "1048576");
+    assert_eq!(assert_success(&o).trim(), "1048576");
 }
 
 // --------------------------------------------------------------------------
@@ -637,9 +636,9 @@ fn single_with_nbdsh_connect_command() {
         .arg("-c")
         .arg("h.shutdown()");
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    let out = ok(&o);
+    let out = assert_success(&o);
     let lines: Vec<_> = out.lines().collect();
-    assert_eq!(lines, ["1048576", "RW-OK"], "{}", show(&o));
+    assert_eq!(lines, ["1048576", "RW-OK"], "{}", describe(&o));
 }
 
 #[test]

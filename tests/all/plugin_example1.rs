@@ -1,7 +1,6 @@
 //! The built-in `example1` plugin (not in Debian's nbdkit, so checked
 //! against the facts of nbdkit's example1: size, read-only, the MBR bytes).
 
-use crate::plugin_file::nbdsh;
 use crate::support::*;
 use std::fs;
 use std::process::Command;
@@ -32,7 +31,7 @@ fn expected_mbr_tail() -> Vec<u8> {
 fn size_and_read_only() {
     tool("nbdinfo");
     let o = run_captive(&["example1"], "nbdinfo --json \"$uri\"");
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert!(out.contains("\"is_read_only\": true"), "{out}");
     assert!(out.contains(&format!("\"export-size\": {SIZE}")), "{out}");
 
@@ -59,11 +58,11 @@ fn qemu_io_write_is_refused() {
         &["example1"],
         "qemu-io -f raw -c 'write -P 0x11 0 512' \"$nbd\" 2>&1; echo \"RC=$?\"",
     );
-    let out = ok(&o);
+    let out = assert_success(&o);
     let refused =
         !out.contains("RC=0") || out.contains("failed") || out.contains("read-only") || out.contains("not permitted");
-    assert!(refused, "qemu-io wrote to example1\n{}", show(&o));
-    assert!(!out.contains("wrote 512/512"), "{}", show(&o));
+    assert!(refused, "qemu-io wrote to example1\n{}", describe(&o));
+    assert!(!out.contains("wrote 512/512"), "{}", describe(&o));
 }
 
 #[test]
@@ -74,11 +73,11 @@ fn first_sector_is_the_mbr_and_the_rest_is_zero() {
     let script = format!(
         "{} > {} && qemu-img convert -f raw -O raw \"$nbd\" {}",
         nbdsh(&dir, "mbr", py),
-        sq(&dir.str("sector0")),
-        sq(&dir.str("out.img"))
+        shell_quote(&dir.str("sector0")),
+        shell_quote(&dir.str("out.img"))
     );
     let o = run_captive(&["example1"], &script);
-    ok(&o);
+    assert_success(&o);
     let sector = fs::read(dir.join("sector0")).unwrap();
     assert_eq!(sector.len(), 512, "nbdsh read of sector 0");
     assert_eq!(
@@ -102,7 +101,7 @@ fn captive_convert_needs_no_other_arguments() {
     c.args(["-U", "-", "example1", "--run", "qemu-img convert $nbd out.img"])
         .current_dir(&dir.path);
     let o = run_with_timeout(c, DEFAULT_TIMEOUT);
-    ok(&o);
+    assert_success(&o);
     let img = fs::read(dir.join("out.img")).expect("out.img was not written");
     assert_eq!(img.len() as u64, SIZE);
     assert_eq!(&img[0x1B8..0x200], expected_mbr_tail().as_slice());

@@ -1,70 +1,12 @@
 //! The built-in `file` plugin, differential against nbdkit's file plugin where
 //! Debian's nbdkit has the feature, plus the grant boundary (only the named
 //! file or directory is reachable).
-//!
-//! Also holds the small helpers the other plugin modules share (nbdsh
-//! snippets, running nbdkit, reading export names from `nbdinfo --json`).
 
 use crate::support::*;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::process::{Command, Output};
 use std::time::Duration;
-
-// ---------------------------------------------------------------------------
-// Shared helpers (used by plugin_example1, plugin_tar, third_party)
-// ---------------------------------------------------------------------------
-
-/// Shell fragment running a Python snippet with nbdsh against `$uri` (handle
-/// `h`). The snippet is stored in `dir` so it needs no shell quoting.
-pub(crate) fn nbdsh(dir: &TempDir, name: &str, py: &str) -> String {
-    nbdsh_uri(dir, name, "$uri", py)
-}
-
-/// Like [`nbdsh`] with an explicit URI (a shell word, expanded by /bin/sh).
-pub(crate) fn nbdsh_uri(dir: &TempDir, name: &str, uri: &str, py: &str) -> String {
-    let nbdsh = tool("/usr/bin/nbdsh");
-    let f = dir.join(&format!("{name}.py"));
-    fs::write(&f, py).unwrap();
-    format!(
-        "{} -u \"{uri}\" -c \"$(cat {})\"",
-        nbdsh.display(),
-        sq(f.to_str().unwrap())
-    )
-}
-
-/// `nbdkit -U - ARGS... --run SCRIPT` (Debian's nbdkit, the reference).
-pub(crate) fn nbdkit_captive(args: &[&str], script: &str) -> Output {
-    let mut c = Command::new(tool("nbdkit"));
-    c.args(["-U", "-"]).args(args).args(["--run", script]);
-    run_with_timeout(c, DEFAULT_TIMEOUT)
-}
-
-/// Run a local program (tar, cmp...) and return its output.
-pub(crate) fn run_tool(name: &str, args: &[&str], cwd: Option<&std::path::Path>) -> Output {
-    let mut c = Command::new(tool(name));
-    c.args(args);
-    if let Some(d) = cwd {
-        c.current_dir(d);
-    }
-    run_with_timeout(c, DEFAULT_TIMEOUT)
-}
-
-/// Export names from `nbdinfo --list --json` output, in listed order.
-pub(crate) fn export_names(json: &str) -> Vec<String> {
-    let key = "\"export-name\":";
-    let mut v = Vec::new();
-    let mut rest = json;
-    while let Some(i) = rest.find(key) {
-        rest = rest[i + key.len()..].trim_start();
-        assert!(rest.starts_with('"'), "unexpected JSON near {rest:.40}");
-        let end = rest[1..].find('"').expect("unterminated string") + 1;
-        v.push(rest[1..end].to_owned());
-        rest = &rest[end + 1..];
-    }
-    v
-}
 
 /// A file of `size` bytes that is a hole except for `data` at the given
 /// 4 KiB-aligned offsets (so the data/hole map is exact on any filesystem).
@@ -116,8 +58,8 @@ fn sparse_map_and_size_match_nbdkit() {
         ],
     );
     let script = "nbdinfo --size \"$uri\" && nbdinfo --map \"$uri\"";
-    let ours = ok(&run_captive(&["file", &f], script));
-    let theirs = ok(&nbdkit_captive(&["file", &f], script));
+    let ours = assert_success(&run_captive(&["file", &f], script));
+    let theirs = assert_success(&nbdkit_captive(&["file", &f], script));
     assert!(
         theirs.contains("hole") && theirs.contains("data"),
         "the reference map shows no holes: is the temp filesystem sparse?\n{theirs}"
@@ -136,11 +78,11 @@ fn qemu_img_convert_round_trip() {
     sparse_file(&f, 8 << 20, &[(4096, 4096), (3 << 20, 1 << 20)]);
     let script = format!(
         "qemu-img convert -f raw -O raw \"$nbd\" {o} && cmp {f} {o} && echo SAME",
-        o = sq(&out),
-        f = sq(&f)
+        o = shell_quote(&out),
+        f = shell_quote(&f)
     );
     let o = run_captive(&["file", &f], &script);
-    assert!(ok(&o).contains("SAME"), "{}", show(&o));
+    assert!(assert_success(&o).contains("SAME"), "{}", describe(&o));
 }
 
 // ---------------------------------------------------------------------------
@@ -158,7 +100,7 @@ fn qemu_io_write_reaches_the_file() {
         &["file", &f],
         "qemu-io -f raw -c 'write -P 0xa5 65536 12288' -c 'write -P 0x3c 1044480 4096' \"$nbd\"",
     );
-    ok(&o);
+    assert_success(&o);
     let mut want = data.clone();
     want[65536..65536 + 12288].fill(0xa5);
     want[1044480..].fill(0x3c);
@@ -196,7 +138,7 @@ print("NBDSH-OK")
 "#;
     let script = nbdsh(&dir, "ops", py);
     let o = run_captive(&["file", &f], &script);
-    assert!(ok(&o).contains("NBDSH-OK"), "{}", show(&o));
+    assert!(assert_success(&o).contains("NBDSH-OK"), "{}", describe(&o));
     // The file itself shows every change, and nothing else changed.
     let mut want = data.clone();
     want[8192..12288].copy_from_slice(&b"FUA!".repeat(1024));
@@ -237,7 +179,7 @@ except nbd.Error as e:
 print("RO-OK")
 "#;
     let o = run_captive(&["-r", "file", &f], &nbdsh(&dir, "ro", py));
-    assert!(ok(&o).contains("RO-OK"), "{}", show(&o));
+    assert!(assert_success(&o).contains("RO-OK"), "{}", describe(&o));
 
     // The server itself refuses a WRITE / WRITE_ZEROES / TRIM sent anyway.
     let srv = Server::start(&["-r", "file", &f]);
@@ -267,11 +209,11 @@ fn missing_file_is_an_error_naming_it() {
     for args in [vec!["file", f.as_str()], vec!["file", &format!("file={f}")]] {
         let o = run_captive(&args, "echo RAN");
         assert_exit1(&o);
-        assert!(!stdout(&o).contains("RAN"), "{}", show(&o));
+        assert!(!stdout(&o).contains("RAN"), "{}", describe(&o));
         assert!(
             stderr(&o).contains(&f),
             "the error must name the missing path\n{}",
-            show(&o)
+            describe(&o)
         );
     }
 }
@@ -296,8 +238,8 @@ fn dir_mode_lists_and_serves_each_file() {
     let ds = d.to_str().unwrap();
 
     let list = "nbdinfo --list --json \"$uri\"";
-    let ours = export_names(&ok(&run_captive(&["file", &format!("dir={ds}")], list)));
-    let theirs = export_names(&ok(&nbdkit_captive(&["file", &format!("dir={ds}")], list)));
+    let ours = export_names(&assert_success(&run_captive(&["file", &format!("dir={ds}")], list)));
+    let theirs = export_names(&assert_success(&nbdkit_captive(&["file", &format!("dir={ds}")], list)));
     let mut sorted = theirs.clone();
     sorted.sort();
     assert_eq!(sorted, ["a", "b"], "reference listing");
@@ -312,23 +254,27 @@ fn dir_mode_lists_and_serves_each_file() {
          if nbdinfo --size \"nbd+unix:///sub?socket=$unixsocket\"; then echo SUB-SERVED; fi; \
          if nbdinfo --size \"nbd+unix:///no-such?socket=$unixsocket\"; then echo MISSING-SERVED; fi; \
          if nbdinfo --size \"$uri\"; then echo DEFAULT-SERVED; fi; echo DONE",
-        oa = sq(&oa),
-        ob = sq(&ob)
+        oa = shell_quote(&oa),
+        ob = shell_quote(&ob)
     );
     let o = run_captive(&["file", &format!("dir={ds}")], &script);
-    let out = ok(&o);
-    assert!(out.contains("DONE"), "{}", show(&o));
+    let out = assert_success(&o);
+    assert!(out.contains("DONE"), "{}", describe(&o));
     assert_eq!(out.lines().next().unwrap().trim(), (160 << 10).to_string());
-    assert!(!out.contains("SUB-SERVED"), "a subdirectory was served\n{}", show(&o));
+    assert!(
+        !out.contains("SUB-SERVED"),
+        "a subdirectory was served\n{}",
+        describe(&o)
+    );
     assert!(
         !out.contains("MISSING-SERVED"),
         "a missing name was served\n{}",
-        show(&o)
+        describe(&o)
     );
     assert!(
         !out.contains("DEFAULT-SERVED"),
         "the default export was served in dir mode\n{}",
-        show(&o)
+        describe(&o)
     );
     assert_same_bytes("export a", &fs::read(&oa).unwrap(), &a);
     assert_same_bytes("export b", &fs::read(&ob).unwrap(), &b);
@@ -351,11 +297,11 @@ fn two_nbdcopy_in_parallel() {
          nbdcopy \"$uri\" {o2} & p2=$!
          wait $p1 || exit 2
          wait $p2 || exit 3",
-        o1 = sq(&o1),
-        o2 = sq(&o2)
+        o1 = shell_quote(&o1),
+        o2 = shell_quote(&o2)
     );
     let o = run_captive_timeout(&["file", &f], &script, Duration::from_secs(120));
-    ok(&o);
+    assert_success(&o);
     assert_same_bytes("first parallel copy", &fs::read(&o1).unwrap(), &data);
     assert_same_bytes("second parallel copy", &fs::read(&o2).unwrap(), &data);
 }
@@ -380,12 +326,12 @@ fn grant_is_only_the_named_file() {
         "nbdcopy \"$uri\" {o1} && \
          nbdcopy \"nbd+unix:///secret.img?socket=$unixsocket\" {o2} && \
          nbdcopy \"nbd+unix:///..%2Fsecret.img?socket=$unixsocket\" {o3}",
-        o1 = sq(&o1),
-        o2 = sq(&o2),
-        o3 = sq(&o3)
+        o1 = shell_quote(&o1),
+        o2 = shell_quote(&o2),
+        o3 = shell_quote(&o3)
     );
     let o = run_captive(&["file", &f], &script);
-    ok(&o);
+    assert_success(&o);
     for out in [&o1, &o2, &o3] {
         assert_same_bytes(&format!("export read into {out}"), &fs::read(out).unwrap(), &data);
     }
@@ -397,13 +343,13 @@ fn grant_is_only_the_named_file() {
     let script = "if nbdinfo --size \"nbd+unix:///..%2Fsecret.img?socket=$unixsocket\"; then echo ESCAPED; fi; \
                   nbdinfo --size \"nbd+unix:///inside?socket=$unixsocket\"";
     let o = run_captive(&["file", &format!("dir={}", sub.display())], script);
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert!(
         !out.contains("ESCAPED"),
         "dir= served a file outside the directory\n{}",
-        show(&o)
+        describe(&o)
     );
-    assert_eq!(out.trim(), "4096", "{}", show(&o));
+    assert_eq!(out.trim(), "4096", "{}", describe(&o));
 }
 
 #[test]
@@ -414,16 +360,16 @@ fn file_on_a_directory_suggests_dir() {
     for args in [vec!["file", d], vec!["-r", "file", d]] {
         let o = run_captive(&args, "echo RAN");
         assert_exit1(&o);
-        assert!(!stdout(&o).contains("RAN"), "{}", show(&o));
+        assert!(!stdout(&o).contains("RAN"), "{}", describe(&o));
         assert!(
             stderr(&o).contains("dir="),
             "the error should suggest dir= ({args:?})\n{}",
-            show(&o)
+            describe(&o)
         );
     }
     // Same wording family as nbdkit, which also points at dir=.
     let theirs = nbdkit_captive(&["file", d], "echo RAN");
-    assert!(!theirs.status.success(), "{}", show(&theirs));
+    assert!(!theirs.status.success(), "{}", describe(&theirs));
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! and against Debian nbdkit's tar filter (`file X.tar --filter=tar
 //! tar-entry=NAME`), on GNU-format (long names) and pax-format archives.
 
-use crate::plugin_file::{nbdkit_captive, nbdsh, run_tool};
 use crate::support::*;
 use std::fs;
 
@@ -36,14 +35,14 @@ fn make_tar(dir: &TempDir, name: &str, format: &str) -> String {
     args.push(name.into());
     args.extend(names);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&run_tool("tar", &args, Some(&dir.path)));
+    assert_success(&run_tool("tar", &args, Some(&dir.path)));
     dir.str(name)
 }
 
 /// `tar -xOf TAR MEMBER`: the member's bytes as GNU tar sees them.
 fn extract(tar: &str, member: &str) -> Vec<u8> {
     let o = run_tool("tar", &["-xOf", tar, member], None);
-    assert!(o.status.success(), "tar -xOf {member}\n{}", show(&o));
+    assert!(o.status.success(), "tar -xOf {member}\n{}", describe(&o));
     o.stdout
 }
 
@@ -61,8 +60,8 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
 /// Copy the served member out with nbdcopy, through nbdbox with `args`.
 fn copy_out(dir: &TempDir, out: &str, args: &[&str]) -> Vec<u8> {
     let p = dir.str(out);
-    let o = run_captive(args, &format!("nbdcopy \"$uri\" {}", sq(&p)));
-    ok(&o);
+    let o = run_captive(args, &format!("nbdcopy \"$uri\" {}", shell_quote(&p)));
+    assert_success(&o);
     fs::read(&p).unwrap()
 }
 
@@ -84,9 +83,9 @@ fn check_member(dir: &TempDir, tar: &str, member: &str, nbdkit_agrees: bool) {
         let p = dir.str("k.out");
         let o = nbdkit_captive(
             &["file", tar, "--filter=tar", &format!("tar-entry={member}")],
-            &format!("nbdcopy \"$uri\" {}", sq(&p)),
+            &format!("nbdcopy \"$uri\" {}", shell_quote(&p)),
         );
-        ok(&o);
+        assert_success(&o);
         assert_same(
             &format!("{member}: nbdbox vs nbdkit's tar filter"),
             &plugin_form,
@@ -136,8 +135,8 @@ fn write_in_place(format: &str, member: &str) {
         nbdsh(&dir, "tail", &py)
     );
     let o = run_captive(&["tar", &tar, &format!("file={member}")], &script);
-    let out = ok(&o);
-    assert!(!out.contains("failed"), "{}", show(&o));
+    let out = assert_success(&o);
+    assert!(!out.contains("failed"), "{}", describe(&o));
 
     let mut want = before.clone();
     want[4096..4096 + 65536].fill(0x5a);
@@ -149,7 +148,7 @@ fn write_in_place(format: &str, member: &str) {
     );
     // The archive is still valid and every other member is intact.
     let o = run_tool("tar", &["-tvf", &tar], None);
-    assert!(o.status.success(), "tar -tvf after the writes\n{}", show(&o));
+    assert!(o.status.success(), "tar -tvf after the writes\n{}", describe(&o));
     for (name, data) in members() {
         if name != member {
             assert_same(
@@ -187,16 +186,16 @@ fn missing_member_is_an_error_naming_it() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run_captive(&args, "echo RAN");
         assert_exit1(&o);
-        assert!(!stdout(&o).contains("RAN"), "{}", show(&o));
+        assert!(!stdout(&o).contains("RAN"), "{}", describe(&o));
         assert!(
             stderr(&o).contains("not-there.img"),
             "the error must name the member\n{}",
-            show(&o)
+            describe(&o)
         );
     }
     // A missing archive names the archive.
     let gone = dir.str("gone.tar");
     let o = run_captive(&["tar", &gone, "file=disk.img"], "echo RAN");
     assert_exit1(&o);
-    assert!(stderr(&o).contains(&gone), "{}", show(&o));
+    assert!(stderr(&o).contains(&gone), "{}", describe(&o));
 }

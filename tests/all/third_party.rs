@@ -3,7 +3,6 @@
 //! built for another WIT version, and the sandbox's refusal to link a
 //! component that imports WASI filesystem/sockets.
 
-use crate::plugin_file::nbdsh;
 use crate::support::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,7 +33,7 @@ fn hello_wasm() -> &'static Path {
         assert!(
             o.status.success(),
             "building examples/hello-plugin failed\n{}",
-            show(&o)
+            describe(&o)
         );
         let wasm = target.join("wasm32-wasip2/release/hello_plugin.wasm");
         assert!(wasm.is_file(), "{} was not built", wasm.display());
@@ -64,7 +63,7 @@ print('HELLO-OK')
 "
     );
     let o = run_captive(&[hello(), "size=1M", "seed=7"], &nbdsh(&dir, "p", &py));
-    assert!(ok(&o).contains("HELLO-OK"), "{}", show(&o));
+    assert!(assert_success(&o).contains("HELLO-OK"), "{}", describe(&o));
 
     // The magic key: a bare value is the size; seed defaults to 0.
     let py = format!(
@@ -75,36 +74,36 @@ print('MAGIC-OK')
 "
     );
     let o = run_captive(&[hello(), "32M"], &nbdsh(&dir, "m", &py));
-    assert!(ok(&o).contains("MAGIC-OK"), "{}", show(&o));
+    assert!(assert_success(&o).contains("MAGIC-OK"), "{}", describe(&o));
 
     // A bad parameter is refused with exit 1, naming it.
     let o = run_captive(&[hello(), "size=1M", "seed=300"], "echo RAN");
     assert_exit1(&o);
-    assert!(stderr(&o).contains("seed"), "{}", show(&o));
+    assert!(stderr(&o).contains("seed"), "{}", describe(&o));
     let o = run_captive(&[hello()], "echo RAN");
     assert_exit1(&o);
-    assert!(stderr(&o).contains("size"), "{}", show(&o));
+    assert!(stderr(&o).contains("size"), "{}", describe(&o));
 }
 
 #[test]
 fn hello_plugin_dump_and_help() {
     let o = nbdbox(&[hello(), "--dump-plugin"]);
-    let out = ok(&o);
+    let out = assert_success(&o);
     assert!(
         out.lines().any(|l| l == "name=hello"),
         "--dump-plugin must print name=hello\n{}",
-        show(&o)
+        describe(&o)
     );
     assert!(out.lines().any(|l| l == "magic_config_key=size"), "{out}");
     assert!(out.lines().any(|l| l == "thread_model=parallel"), "{out}");
 
     let o = nbdbox(&[hello(), "--help"]);
-    let out = ok(&o);
+    let out = assert_success(&o);
     for needle in ["hello", "size=", "seed="] {
         assert!(
             out.contains(needle),
             "`nbdbox PATH --help` should mention {needle}\n{}",
-            show(&o)
+            describe(&o)
         );
     }
 }
@@ -122,23 +121,18 @@ fn wit_version() -> String {
         .to_owned()
 }
 
-#[test]
-fn component_for_another_wit_version_is_refused() {
-    // Rename the exported interface to another version of the same length, so
-    // the binary stays well-formed: what a plugin built against an older or
-    // newer nbdbox.wit looks like to the host.
-    let ours = wit_version();
-    let parts: Vec<u64> = ours.split('.').map(|p| p.parse().unwrap()).collect();
-    let other = [
-        format!("{}.{}.{}", parts[0], parts[1] + 1, parts[2]),
-        format!("{}.{}.{}", parts[0], parts[1].saturating_sub(1), parts[2]),
-        format!("{}.{}.{}", parts[0] + 1, parts[1], parts[2]),
-    ]
-    .into_iter()
-    .find(|v| v.len() == ours.len() && *v != ours)
-    .expect("no same-length version");
-    let from = format!("nbdbox:plugin/plugin@{ours}");
-    let to = format!("nbdbox:plugin/plugin@{other}");
+/// hello_plugin.wasm with its exported interface renamed to `version` (of the same length,
+/// so the binary stays well-formed): what a plugin built against that version of the WIT
+/// looks like to the host.
+fn hello_built_for(dir: &TempDir, version: &str) -> String {
+    let from = format!("nbdbox:plugin/plugin@{}", wit_version());
+    let to = format!("nbdbox:plugin/plugin@{version}");
+    assert_eq!(
+        from.len(),
+        to.len(),
+        "{version} must have the length of {}",
+        wit_version()
+    );
     let wasm = fs::read(hello_wasm()).unwrap();
     let (mut patched, mut n) = (Vec::with_capacity(wasm.len()), 0);
     let mut i = 0;
@@ -153,23 +147,49 @@ fn component_for_another_wit_version_is_refused() {
         }
     }
     assert!(n > 0, "{from} not found in hello_plugin.wasm");
-    let dir = TempDir::new("wit");
-    let p = dir.str("other-version.wasm");
+    let p = dir.str(&format!("built-for-{version}.wasm"));
     fs::write(&p, patched).unwrap();
+    p
+}
 
-    let o = run_captive(&[&p, "size=1M"], "echo RAN");
-    assert_exit1(&o);
-    assert!(!stdout(&o).contains("RAN"), "{}", show(&o));
-    let err = stderr(&o);
-    for v in [format!("nbdbox:plugin@{other}"), format!("nbdbox:plugin@{ours}")] {
-        assert!(
-            err.contains(&v),
-            "the refusal must name both versions (missing {v})\n{}",
-            show(&o)
-        );
+#[test]
+fn component_for_another_wit_version_is_refused() {
+    // wit/VERSIONING.md: another minor is refused, and so is a newer patch of ours (it may
+    // import functions this host lacks); both versions are named.
+    let ours = wit_version();
+    let parts: Vec<u64> = ours.split('.').map(|p| p.parse().unwrap()).collect();
+    let same_length = |candidates: [String; 3]| {
+        candidates
+            .into_iter()
+            .find(|v| v.len() == ours.len() && *v != ours)
+            .expect("no same-length version")
+    };
+    let other_minor = same_length([
+        format!("{}.{}.{}", parts[0], parts[1] + 1, parts[2]),
+        format!("{}.{}.{}", parts[0], parts[1].saturating_sub(1), parts[2]),
+        format!("{}.{}.{}", parts[0] + 1, parts[1], parts[2]),
+    ]);
+    let newer_patch = same_length([
+        format!("{}.{}.{}", parts[0], parts[1], parts[2] + 1),
+        format!("{}.{}.{}", parts[0], parts[1], parts[2] + 2),
+        format!("{}.{}.9", parts[0], parts[1]),
+    ]);
+    let dir = TempDir::new("wit");
+    for other in [other_minor, newer_patch] {
+        let p = hello_built_for(&dir, &other);
+        let o = run_captive(&[&p, "size=1M"], "echo RAN");
+        assert_exit1(&o);
+        assert!(!stdout(&o).contains("RAN"), "{}", describe(&o));
+        let err = stderr(&o);
+        for v in [format!("nbdbox:plugin@{other}"), format!("nbdbox:plugin@{ours}")] {
+            assert!(
+                err.contains(&v),
+                "the refusal must name both versions (missing {v})\n{}",
+                describe(&o)
+            );
+        }
+        assert_exit1(&nbdbox(&[&p, "--dump-plugin"]));
     }
-    let o = nbdbox(&[&p, "--dump-plugin"]);
-    assert_exit1(&o);
 }
 
 #[test]
@@ -190,15 +210,15 @@ fn every_wasi_reach_out_is_refused_at_run_time() {
         "read stdin",
     ];
     let o = run_captive(&["-v", ws, "64k"], "nbdinfo --size \"$uri\"");
-    let out = ok(&o);
-    assert_eq!(out.trim(), "65536", "the server stayed up and serves\n{}", show(&o));
+    let out = assert_success(&o);
+    assert_eq!(out.trim(), "65536", "the server stayed up and serves\n{}", describe(&o));
     let err = stderr(&o);
-    assert!(!err.contains("SUCCEEDED"), "a reach-out got through\n{}", show(&o));
+    assert!(!err.contains("SUCCEEDED"), "a reach-out got through\n{}", describe(&o));
     for probe in probes {
         assert!(
             err.contains(&format!("escape: {probe}: refused")),
             "no refusal logged for `{probe}`\n{}",
-            show(&o)
+            describe(&o)
         );
     }
     assert!(

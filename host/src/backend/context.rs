@@ -10,10 +10,9 @@
 //! A request takes an idle lane; when every lane is busy and the export is parallel, the
 //! context opens another lane (another instance, opened and prepared the same way), up to
 //! `-t`. So a plugin waiting on the network holds up only its own request. A context of a
-//! shared layer has one lane, a handle in the shared instance.
+//! shared layer is a handle in the shared instance, whose lock every call takes.
 //!
-//! Lock order: a lane, then (for a shared layer) the shared instance; the layer below's
-//! locks are taken only inside the call, so locks are always taken top down.
+//! Locks are taken top down: a lane's, then inside the call the layer below's.
 
 use super::layer::{Layer, Report};
 use super::rules;
@@ -30,22 +29,30 @@ static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 /// The largest read the host makes to emulate a cache request.
 const CACHE_CHUNK: u64 = 4 << 20;
 
-/// The context open in one instance.
+/// The context open in one instance of a pooled layer, which it owns.
 struct Lane {
-    /// The instance it owns (a pooled layer); None for a shared layer's context.
-    instance: Option<Instance>,
+    instance: Instance,
     handle: Handle,
+}
+
+/// Where a context is open.
+enum Home {
+    /// A shared layer: a handle in its one instance.
+    Shared(Handle),
+    /// A pooled layer: up to the layer's `max_lanes` lanes, filled in order; a slot empties
+    /// when its instance traps, and the next request opens a fresh lane there.
+    Pooled {
+        lanes: Box<[Mutex<Option<Lane>>]>,
+        /// Where a request that finds every lane busy waits, round robin.
+        next_wait: AtomicUsize,
+    },
 }
 
 pub struct Context {
     layer: Arc<Layer>,
     readonly: bool,
     export_name: String,
-    /// Up to the layer's `max_lanes` lanes, filled in order; a slot empties when its
-    /// instance traps, and the next request opens a fresh lane there.
-    lanes: Box<[Mutex<Option<Lane>>]>,
-    /// Where a request that finds every lane busy waits, round robin.
-    next_wait: AtomicUsize,
+    home: Home,
     prepared: AtomicBool,
     size: OnceLock<u64>,
     caps: OnceLock<Caps>,
@@ -57,22 +64,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    /// nbdkit's open: the first lane is opened now, so an open that fails fails here.
+    /// nbdkit's open: the context is opened in a first instance now, so an open that fails
+    /// fails here.
     pub(super) fn open(layer: Arc<Layer>, readonly: bool, export_name: &str) -> Result<Arc<Context>, Error> {
-        let lanes = (0..layer.max_lanes()).map(|_| Mutex::new(None)).collect();
-        let context = Context {
+        let mut context = Context {
             layer,
             readonly,
             export_name: export_name.to_owned(),
-            lanes,
-            next_wait: AtomicUsize::new(0),
+            home: Home::Pooled {
+                lanes: Box::new([]),
+                next_wait: AtomicUsize::new(0),
+            },
             prepared: AtomicBool::new(false),
             size: OnceLock::new(),
             caps: OnceLock::new(),
             block_size: OnceLock::new(),
         };
-        let first = context.open_lane()?;
-        *lock(&context.lanes[0]) = Some(first);
+        context.home = if context.layer.is_shared() {
+            let opened = context.layer.on_shared(|instance| context.open_in(instance));
+            Home::Shared(context.layer.outcome("open", Report::Log, opened)?)
+        } else {
+            let first = context.open_lane()?;
+            let lanes = (0..context.layer.max_lanes().max(1))
+                .map(|_| Mutex::new(None))
+                .collect();
+            let home = Home::Pooled {
+                lanes,
+                next_wait: AtomicUsize::new(0),
+            };
+            if let Home::Pooled { lanes, .. } = &home {
+                *lock(&lanes[0]) = Some(first);
+            }
+            home
+        };
         Ok(Arc::new(context))
     }
 
@@ -80,30 +104,23 @@ impl Context {
         &self.layer
     }
 
-    /// Open this context in an instance: the shared one, or one taken from the pool.
-    fn open_lane(&self) -> Result<Lane, Error> {
-        let prepared = self.prepared.load(Ordering::SeqCst);
-        let (readonly, name) = (self.readonly, self.export_name.as_str());
-        let open = |instance: &mut Instance| -> Result<Handle, CallError> {
-            let handle = instance.open(readonly, name)?;
-            if prepared {
-                if let Err(e) = instance.prepare(handle) {
-                    let _ = instance.close(handle);
-                    return Err(e);
-                }
+    /// nbdkit's open, and prepare too if the context is prepared by now.
+    fn open_in(&self, instance: &mut Instance) -> Result<Handle, CallError> {
+        let handle = instance.open(self.readonly, &self.export_name)?;
+        if self.prepared.load(Ordering::SeqCst) {
+            if let Err(e) = instance.prepare(handle) {
+                let _ = instance.close(handle);
+                return Err(e);
             }
-            Ok(handle)
-        };
-        if self.layer.is_shared() {
-            let handle = self.layer.outcome("open", Report::Log, self.layer.on_shared(open))?;
-            return Ok(Lane { instance: None, handle });
         }
+        Ok(handle)
+    }
+
+    /// Open this context in an instance taken from the pool.
+    fn open_lane(&self) -> Result<Lane, Error> {
         let mut instance = self.layer.take_instance()?;
-        match open(&mut instance) {
-            Ok(handle) => Ok(Lane {
-                instance: Some(instance),
-                handle,
-            }),
+        match self.open_in(&mut instance) {
+            Ok(handle) => Ok(Lane { instance, handle }),
             Err(e) => {
                 if !matches!(e, CallError::Trap(_)) {
                     self.layer.give_back(instance);
@@ -115,52 +132,52 @@ impl Context {
 
     /// A lane to run one call on: an idle one, a new one if the export allows another, or
     /// the next busy one to wait for.
-    fn lane(&self) -> Result<MutexGuard<'_, Option<Lane>>, Error> {
-        for slot in self.lanes.iter() {
-            if let Ok(mut lane) = slot.try_lock() {
-                if lane.is_none() {
-                    *lane = Some(self.reopen()?);
-                }
-                return Ok(lane);
-            }
-        }
-        let wait = self.next_wait.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        let mut lane = lock(&self.lanes[wait]);
+    fn lane<'a>(
+        &self,
+        lanes: &'a [Mutex<Option<Lane>>],
+        next_wait: &AtomicUsize,
+    ) -> Result<MutexGuard<'a, Option<Lane>>, Error> {
+        let mut lane = match lanes.iter().find_map(|slot| slot.try_lock().ok()) {
+            Some(lane) => lane,
+            None => lock(&lanes[next_wait.fetch_add(1, Ordering::Relaxed) % lanes.len()]),
+        };
         if lane.is_none() {
-            *lane = Some(self.reopen()?);
+            log::debug!(
+                self.layer.log(),
+                "{}: opening export '{}' in another instance",
+                self.layer.name(),
+                self.export_name
+            );
+            *lane = Some(self.open_lane()?);
         }
         Ok(lane)
     }
 
-    fn reopen(&self) -> Result<Lane, Error> {
-        log::debug!(
-            self.layer.log(),
-            "{}: opening export '{}' in another instance",
-            self.layer.name(),
-            self.export_name
-        );
-        self.open_lane()
+    /// Run `f` on the lane in `slot`. A trapped lane is emptied: its instance is gone, and
+    /// the next call opens a new one there.
+    fn run_on<R>(
+        slot: &mut Option<Lane>,
+        f: impl FnOnce(&mut Instance, Handle) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let lane = slot.as_mut().expect("a lane to run on");
+        let result = f(&mut lane.instance, lane.handle);
+        if matches!(result, Err(CallError::Trap(_))) {
+            *slot = None;
+        }
+        result
     }
 
-    /// Run one call on a lane, its failure logged (or returned) as `report` says. A trapped
-    /// lane is emptied: its instance is gone, and the next call opens a new one.
+    /// Run one call, its failure logged (or returned) as `report` says.
     fn call_reporting<R>(
         &self,
         what: &str,
         report: Report,
         f: impl FnOnce(&mut Instance, Handle) -> Result<R, CallError>,
     ) -> Result<R, Error> {
-        let mut slot = self.lane()?;
-        let lane = slot.as_mut().expect("lane() fills the slot");
-        let handle = lane.handle;
-        let result = match lane.instance.as_mut() {
-            Some(instance) => f(instance, handle),
-            None => self.layer.on_shared(|instance| f(instance, handle)),
+        let result = match &self.home {
+            Home::Shared(handle) => self.layer.on_shared(|instance| f(instance, *handle)),
+            Home::Pooled { lanes, next_wait } => Self::run_on(&mut *self.lane(lanes, next_wait)?, f),
         };
-        if matches!(result, Err(CallError::Trap(_))) {
-            *slot = None;
-        }
-        drop(slot);
         self.layer.outcome(what, report, result)
     }
 
@@ -168,19 +185,17 @@ impl Context {
         self.call_reporting(what, Report::Log, f)
     }
 
-    /// Every open lane, for the calls that concern the context as a whole.
+    /// A call that concerns the context as a whole: in every instance it is open in.
     fn each_lane(&self, what: &str, f: impl Fn(&mut Instance, Handle) -> Result<(), CallError>) -> Result<(), Error> {
-        for slot in self.lanes.iter() {
+        let Home::Pooled { lanes, .. } = &self.home else {
+            return self.call(what, f);
+        };
+        for slot in lanes.iter() {
             let mut slot = lock(slot);
-            let Some(lane) = slot.as_mut() else { continue };
-            let handle = lane.handle;
-            let result = match lane.instance.as_mut() {
-                Some(instance) => f(instance, handle),
-                None => self.layer.on_shared(|instance| f(instance, handle)),
-            };
-            if matches!(result, Err(CallError::Trap(_))) {
-                *slot = None;
+            if slot.is_none() {
+                continue;
             }
+            let result = Self::run_on(&mut slot, &f);
             drop(slot);
             self.layer.outcome(what, Report::Log, result)?;
         }
@@ -433,22 +448,24 @@ impl Context {
 impl Drop for Context {
     /// nbdkit's close, in every instance the context is open in; pooled instances go back.
     fn drop(&mut self) {
-        for slot in self.lanes.iter_mut() {
-            let Some(lane) = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take() else {
-                continue;
-            };
-            let handle = lane.handle;
-            let closed = match lane.instance {
-                Some(mut instance) => {
-                    let closed = instance.close(handle);
+        match &mut self.home {
+            Home::Shared(handle) => {
+                let handle = *handle;
+                let closed = self.layer.on_shared(|instance| instance.close(handle));
+                let _ = self.layer.outcome("close", Report::Log, closed);
+            }
+            Home::Pooled { lanes, .. } => {
+                for slot in lanes.iter_mut() {
+                    let Some(mut lane) = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take() else {
+                        continue;
+                    };
+                    let closed = lane.instance.close(lane.handle);
                     if closed.is_ok() {
-                        self.layer.give_back(instance);
+                        self.layer.give_back(lane.instance);
                     }
-                    closed
+                    let _ = self.layer.outcome("close", Report::Log, closed);
                 }
-                None => self.layer.on_shared(|instance| instance.close(handle)),
-            };
-            let _ = self.layer.outcome("close", Report::Log, closed);
+            }
         }
     }
 }
