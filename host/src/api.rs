@@ -195,13 +195,16 @@ pub struct ExportEntry {
     pub description: Option<String>,
 }
 
-/// What a config key's value is; `File` and `Directory` values are grants the host opens.
+/// What a config key's value is; `File`, `OutputFile` and `Directory` values are grants the
+/// host opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigKind {
     Text,
     Size,
     Bool,
     File,
+    /// A file the host creates if missing and opens for appending.
+    OutputFile,
     Directory,
 }
 
@@ -213,6 +216,7 @@ impl ConfigKind {
             "size" => ConfigKind::Size,
             "bool" => ConfigKind::Bool,
             "file" => ConfigKind::File,
+            "output-file" => ConfigKind::OutputFile,
             "directory" => ConfigKind::Directory,
             _ => return None,
         })
@@ -224,6 +228,7 @@ impl ConfigKind {
             ConfigKind::Size => "size",
             ConfigKind::Bool => "bool",
             ConfigKind::File => "file",
+            ConfigKind::OutputFile => "output-file",
             ConfigKind::Directory => "directory",
         }
     }

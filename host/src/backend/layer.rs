@@ -106,7 +106,7 @@ impl Layer {
         self.component.role == Role::Plugin
     }
 
-    pub(super) fn is_shared(&self) -> bool {
+    pub fn is_shared(&self) -> bool {
         matches!(self.placement, Placement::Shared(_))
     }
 

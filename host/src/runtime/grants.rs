@@ -97,6 +97,39 @@ pub fn open_file(path: &Path, readonly: bool) -> io::Result<Grant> {
     })
 }
 
+/// Open `path` for an output-file grant: created (0644) if missing, opened for appending;
+/// `-r` does not apply (it is not the disk).
+pub fn open_output(path: &Path) -> io::Result<Grant> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    blocking(&file)?;
+    Ok(Grant::File {
+        file: Arc::new(file),
+        writable: true,
+    })
+}
+
+/// A new file for a component's own data, in $TMPDIR (default /var/tmp, as nbdkit), with
+/// no name: it is gone with its last descriptor however the process exits.
+pub fn scratch_file() -> io::Result<File> {
+    let dir = std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/var/tmp".into());
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("making a scratch file in {}: {e}", dir.display())))
+}
+
 /// Open `path` for a directory grant.
 pub fn open_directory(path: &Path, readonly: bool) -> io::Result<Grant> {
     let dir = nix::fcntl::open(

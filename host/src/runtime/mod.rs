@@ -24,6 +24,7 @@ pub mod engine;
 pub mod grants;
 mod host;
 mod instance;
+pub mod peer;
 mod resources;
 mod state;
 mod wasi;

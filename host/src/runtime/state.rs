@@ -75,7 +75,12 @@ impl LayerEnv {
         let grant_keys = info
             .config_keys
             .iter()
-            .filter(|k| matches!(k.kind, ConfigKind::File | ConfigKind::Directory))
+            .filter(|k| {
+                matches!(
+                    k.kind,
+                    ConfigKind::File | ConfigKind::OutputFile | ConfigKind::Directory
+                )
+            })
             .map(|k| (k.name.clone(), k.kind))
             .collect();
         LayerEnv {
@@ -90,11 +95,10 @@ impl LayerEnv {
         }
     }
 
-    /// The grant for `key`, if this layer declared `key` with this kind.
-    pub(crate) fn grant(&self, key: &str, kind: ConfigKind) -> Option<&super::grants::Grant> {
-        (self.grant_keys.get(key) == Some(&kind))
-            .then(|| self.grants.get(key))
-            .flatten()
+    /// The grant for `key`, if this layer declared `key` with one of these kinds.
+    pub(crate) fn grant(&self, key: &str, kinds: &[ConfigKind]) -> Option<&super::grants::Grant> {
+        let declared = self.grant_keys.get(key).is_some_and(|k| kinds.contains(k));
+        declared.then(|| self.grants.get(key)).flatten()
     }
 
     pub(crate) fn counter_add(&self, name: &str, delta: i64) -> i64 {

@@ -68,6 +68,7 @@ impl Exports {
 
 /// Serve one client from greeting to disconnect. Errors end only this connection.
 pub fn serve(server: &Server, transport: Transport, id: u64) {
+    crate::runtime::peer::serve_peer(transport.peer_name().map(Arc::from));
     let export = server.exports.first().clone();
     // nbdkit: later clients of a serialize_connections export wait before the greeting.
     let _one_at_a_time = export.lock_connection();

@@ -5,7 +5,7 @@
 
 use super::handshake::Negotiated;
 use super::{nbd_error, Server, Transport};
-use crate::api::{Error, Flags, ThreadModel};
+use crate::api::{Error, Flags};
 use crate::backend::{Export, Opened};
 use crate::log;
 use crate::protocol::consts::*;
@@ -22,6 +22,9 @@ struct Connection<'a> {
     transport: &'a Transport,
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
+    /// Held around each request in the layers when the export serializes requests: the
+    /// second worker still overlaps socket I/O with it.
+    request_lock: Option<Mutex<()>>,
     export: Arc<Export>,
     opened: Opened,
     state: ExportState,
@@ -50,17 +53,14 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         structured_replies,
         base_allocation,
     };
-    let workers = if export.thread_model() == ThreadModel::Parallel {
-        server.options.threads.max(1)
-    } else {
-        1
-    };
+    let workers = export.useful_workers(server.options.threads);
     let conn = Connection {
         id,
         server,
         transport,
         read_lock: Mutex::new(()),
         write_lock: Mutex::new(()),
+        request_lock: export.serializes_requests().then(Mutex::default),
         export,
         opened,
         state,
@@ -72,11 +72,16 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         state.size,
         state.eflags
     );
+    let peer = transport.peer_name().map(std::sync::Arc::<str>::from);
     std::thread::scope(|scope| {
         for n in 1..workers {
+            let peer = peer.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("conn-{id}-{n}"))
-                .spawn_scoped(scope, || conn.worker());
+                .spawn_scoped(scope, || {
+                    crate::runtime::peer::serve_peer(peer);
+                    conn.worker()
+                });
             if let Err(e) = spawned {
                 // The workers already running serve the connection, only with less overlap.
                 log::warning!(server.log, "connection {id}: cannot start worker {n}: {e}");
@@ -106,6 +111,7 @@ impl Connection<'_> {
                 Err(e) => return log::debug!(self.server.log, "connection {}: {e}", self.id),
             };
             let result = verdict.and_then(|()| {
+                let _turn = self.request_lock.as_ref().map(lock);
                 let _serial = self.export.lock_request();
                 self.execute(&request, &mut buf)
                     .map_err(|e| nbd_error(e.errno).for_request_flags(request.flags))

@@ -36,6 +36,16 @@ impl HangUp {
 }
 
 impl Transport {
+    /// The client's address as nbdkit_peer_name gives it: `IP:PORT` for TCP, `unix` for a
+    /// Unix socket, none on stdin.
+    pub fn peer_name(&self) -> Option<String> {
+        match self {
+            Transport::Tcp(s) => s.peer_addr().ok().map(|a| a.to_string()),
+            Transport::Unix(_) => Some("unix".into()),
+            Transport::Stdio { .. } => None,
+        }
+    }
+
     pub fn hang_up_handle(&self) -> io::Result<Option<HangUp>> {
         Ok(match self {
             Transport::Tcp(s) => Some(HangUp::Tcp(s.try_clone()?)),

@@ -87,17 +87,19 @@ pub use plugin::{Connection, Implements, Plugin};
 /// Files and directories the host opened for config keys of kind [`Kind::File`] /
 /// [`Kind::Directory`]: the only way a component reaches the host filesystem.
 pub mod grants {
-    pub use crate::bindings::nbdbox::plugin::grants::{open_directory, open_file, Advice, Directory, File};
+    pub use crate::bindings::nbdbox::plugin::grants::{
+        open_directory, open_file, scratch_file, Advice, Directory, File,
+    };
 }
 
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
-        counter_add, log, memory_limit, parse_bool, parse_size, shutdown, sleep, LogLevel,
+        counter_add, log, memory_limit, parse_bool, parse_size, peer_name, shutdown, sleep, LogLevel,
     };
 }
 
-pub use host::{counter_add, memory_limit, shutdown, sleep, LogLevel};
+pub use host::{counter_add, memory_limit, peer_name, shutdown, sleep, LogLevel};
 
 /// What most plugins use: `use nbdbox_sdk::prelude::*;`.
 pub mod prelude {
@@ -122,6 +124,9 @@ pub enum Kind {
     Bool,
     /// A file the host opens (read-only under -r): [`grants::open_file`].
     File,
+    /// A file the host creates if missing and opens for appending (a log): open it with
+    /// [`grants::open_file`], write with `append`.
+    OutputFile,
     /// A directory the host opens: [`grants::open_directory`].
     Directory,
 }
@@ -135,6 +140,7 @@ impl Kind {
             Kind::Size => "size",
             Kind::Bool => "bool",
             Kind::File => "file",
+            Kind::OutputFile => "output-file",
             Kind::Directory => "directory",
         }
     }

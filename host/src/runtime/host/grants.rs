@@ -62,7 +62,8 @@ impl StoreData {
 
 impl Host for StoreData {
     fn open_file(&mut self, key: String) -> Answer<Resource<GrantedFile>> {
-        let Some(Grant::File { file, writable }) = self.env.grant(&key, ConfigKind::File) else {
+        let kinds = [ConfigKind::File, ConfigKind::OutputFile];
+        let Some(Grant::File { file, writable }) = self.env.grant(&key, &kinds) else {
             return Err(refused(Errno::Acces, format!("no file was granted for key '{key}'")));
         };
         let granted = GrantedFile {
@@ -73,7 +74,7 @@ impl Host for StoreData {
     }
 
     fn open_directory(&mut self, key: String) -> Answer<Resource<GrantedDirectory>> {
-        let Some(Grant::Directory { dir, writable }) = self.env.grant(&key, ConfigKind::Directory) else {
+        let Some(Grant::Directory { dir, writable }) = self.env.grant(&key, &[ConfigKind::Directory]) else {
             return Err(refused(
                 Errno::Acces,
                 format!("no directory was granted for key '{key}'"),
@@ -84,6 +85,14 @@ impl Host for StoreData {
             writable: *writable,
         };
         Ok(self.table.push(granted)?)
+    }
+
+    fn scratch_file(&mut self) -> Answer<Resource<GrantedFile>> {
+        let file = grants::scratch_file().map_err(io_error)?;
+        Ok(self.table.push(GrantedFile {
+            file: Arc::new(file),
+            writable: true,
+        })?)
     }
 }
 
@@ -148,6 +157,22 @@ impl HostFile for StoreData {
 
     fn write(&mut self, file: Resource<GrantedFile>, data: Vec<u8>, offset: u64) -> Answer<()> {
         self.writable(&file)?.write_all_at(&data, offset).map_err(io_error)
+    }
+
+    fn append(&mut self, file: Resource<GrantedFile>, data: Vec<u8>) -> Answer<()> {
+        use std::io::Write;
+        let f = self.writable(&file)?;
+        let appending = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|flags| flags & libc::O_APPEND != 0);
+        if !appending {
+            return Err(refused(Errno::Inval, "append is for output-file grants".into()));
+        }
+        // One write(2) on an O_APPEND descriptor lands whole at the end.
+        (&*f).write_all(&data).map_err(io_error)
+    }
+
+    fn set_size(&mut self, file: Resource<GrantedFile>, size: u64) -> Answer<()> {
+        self.writable(&file)?.set_len(size).map_err(io_error)
     }
 
     fn sync(&mut self, file: Resource<GrantedFile>) -> Answer<()> {

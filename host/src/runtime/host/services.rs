@@ -49,6 +49,10 @@ impl Host for StoreData {
         Ok(completed)
     }
 
+    fn peer_name(&mut self) -> Result<Option<String>> {
+        Ok(crate::runtime::peer::current())
+    }
+
     fn counter_add(&mut self, name: String, delta: i64) -> Result<i64> {
         Ok(self.env.counter_add(&name, delta))
     }

@@ -2,7 +2,8 @@
 //! (`next.cache`), growing the window while reads stay sequential (nbdkit ≥1.32,
 //! filters/readahead/readahead.c). Reads pass through untouched, so data is byte-identical;
 //! a write, trim or zero starts the window over. Does nothing when the layer below cannot
-//! cache natively, as nbdkit. The cache call goes through the host's gate like any other.
+//! cache natively or serve requests in parallel, as nbdkit. The cache call goes through the
+//! host's gate like any other.
 
 use nbdbox_filter_sdk::prelude::*;
 use std::cell::Cell;
@@ -64,13 +65,19 @@ impl ReadaheadConnection {
 }
 
 impl FilterConnection for ReadaheadConnection {
+    /// As nbdkit's readahead.c: prefetching needs a layer below that caches natively and
+    /// can serve the prefetch beside the reads (parallel); otherwise the filter says so once
+    /// per connection and does nothing.
     fn prepare(&self, next: &Next) -> Result<()> {
         self.size.set(next.get_size()?);
         let native = next.capabilities()?.can_cache == CacheMode::Native;
-        if !native {
-            nbdbox_filter_sdk::log_error("the layer below cannot cache natively, so this filter won't do anything");
+        let parallel = next::get_thread_model() == ThreadModel::Parallel;
+        if !(native && parallel) {
+            nbdbox_filter_sdk::log_error(
+                "the layer below does not support NBD_CMD_CACHE or the parallel thread model, so this filter won't do anything",
+            );
         }
-        self.enabled.set(native);
+        self.enabled.set(native && parallel);
         Ok(())
     }
 
