@@ -195,8 +195,8 @@ pub struct ExportEntry {
     pub description: Option<String>,
 }
 
-/// What a config key's value is; `File`, `OutputFile` and `Directory` values are grants the
-/// host opens.
+/// What a config key's value is; `File`, `OutputFile`, `Directory` and `TriggerFile` values
+/// are grants the host holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigKind {
     Text,
@@ -206,6 +206,8 @@ pub enum ConfigKind {
     /// A file the host creates if missing and opens for appending.
     OutputFile,
     Directory,
+    /// A path whose existence the component may test, nothing more.
+    TriggerFile,
 }
 
 impl ConfigKind {
@@ -218,6 +220,7 @@ impl ConfigKind {
             "file" => ConfigKind::File,
             "output-file" => ConfigKind::OutputFile,
             "directory" => ConfigKind::Directory,
+            "trigger-file" => ConfigKind::TriggerFile,
             _ => return None,
         })
     }
@@ -230,6 +233,7 @@ impl ConfigKind {
             ConfigKind::File => "file",
             ConfigKind::OutputFile => "output-file",
             ConfigKind::Directory => "directory",
+            ConfigKind::TriggerFile => "trigger-file",
         }
     }
 }

@@ -92,6 +92,7 @@ fn open_grants(spec: &ExportSpec) -> Result<Grants, ConfigError> {
             crate::api::ConfigKind::File => grants::open_file(path, spec.readonly),
             crate::api::ConfigKind::OutputFile => grants::open_output(path),
             crate::api::ConfigKind::Directory => grants::open_directory(path, spec.readonly),
+            crate::api::ConfigKind::TriggerFile => grants::trigger(path),
             _ => continue,
         };
         grants.insert(key, grant.map_err(|e| ConfigError(format!("{key}={value}: {e}")))?);

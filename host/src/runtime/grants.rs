@@ -21,8 +21,16 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 /// One granted path, opened at configuration time.
 pub enum Grant {
-    File { file: Arc<File>, writable: bool },
-    Directory { dir: Arc<OwnedFd>, writable: bool },
+    File {
+        file: Arc<File>,
+        writable: bool,
+    },
+    Directory {
+        dir: Arc<OwnedFd>,
+        writable: bool,
+    },
+    /// A path the component may only test for existence.
+    Trigger(std::path::PathBuf),
 }
 
 /// Everything granted for one export, by config key.
@@ -128,6 +136,11 @@ pub fn scratch_file() -> io::Result<File> {
         .mode(0o600)
         .open(&dir)
         .map_err(|e| io::Error::new(e.kind(), format!("making a scratch file in {}: {e}", dir.display())))
+}
+
+/// A trigger-file grant: the path, made absolute now (the daemon's working directory is `/`).
+pub fn trigger(path: &Path) -> io::Result<Grant> {
+    Ok(Grant::Trigger(std::path::absolute(path)?))
 }
 
 /// Open `path` for a directory grant.

@@ -88,7 +88,7 @@ pub use plugin::{Connection, Implements, Plugin};
 /// [`Kind::Directory`]: the only way a component reaches the host filesystem.
 pub mod grants {
     pub use crate::bindings::nbdbox::plugin::grants::{
-        open_directory, open_file, scratch_file, Advice, Directory, File,
+        exists, open_directory, open_file, scratch_file, Advice, Directory, File,
     };
 }
 
@@ -129,6 +129,8 @@ pub enum Kind {
     OutputFile,
     /// A directory the host opens: [`grants::open_directory`].
     Directory,
+    /// A path whose existence the component may test: [`grants::exists`].
+    TriggerFile,
 }
 
 impl Kind {
@@ -142,6 +144,7 @@ impl Kind {
             Kind::File => "file",
             Kind::OutputFile => "output-file",
             Kind::Directory => "directory",
+            Kind::TriggerFile => "trigger-file",
         }
     }
 }

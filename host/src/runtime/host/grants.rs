@@ -87,6 +87,16 @@ impl Host for StoreData {
         Ok(self.table.push(granted)?)
     }
 
+    fn exists(&mut self, key: String) -> Answer<bool> {
+        let Some(Grant::Trigger(path)) = self.env.grant(&key, &[ConfigKind::TriggerFile]) else {
+            return Err(refused(
+                Errno::Acces,
+                format!("no trigger file was granted for key '{key}'"),
+            ));
+        };
+        Ok(std::fs::symlink_metadata(path).is_ok())
+    }
+
     fn scratch_file(&mut self) -> Answer<Resource<GrantedFile>> {
         let file = grants::scratch_file().map_err(io_error)?;
         Ok(self.table.push(GrantedFile {
