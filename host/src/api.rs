@@ -195,8 +195,8 @@ pub struct ExportEntry {
     pub description: Option<String>,
 }
 
-/// What a config key's value is; `File`, `OutputFile`, `Directory` and `TriggerFile` values
-/// are grants the host holds.
+/// What a config key's value is; every kind but text, size and bool is a grant the host
+/// holds for the component (a file, a directory, an origin or endpoint to connect to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigKind {
     Text,
@@ -208,6 +208,15 @@ pub enum ConfigKind {
     Directory,
     /// A path whose existence the component may test, nothing more.
     TriggerFile,
+    /// An http(s) URL whose origin the component may reach.
+    Url,
+    /// An NBD URI whose server the component may connect to.
+    NbdUri,
+    /// A Unix socket the component may connect to.
+    UnixSocket,
+    /// A host, and a port, the component may connect to together.
+    TcpHost,
+    TcpPort,
 }
 
 impl ConfigKind {
@@ -221,6 +230,11 @@ impl ConfigKind {
             "output-file" => ConfigKind::OutputFile,
             "directory" => ConfigKind::Directory,
             "trigger-file" => ConfigKind::TriggerFile,
+            "url" => ConfigKind::Url,
+            "nbd-uri" => ConfigKind::NbdUri,
+            "unix-socket" => ConfigKind::UnixSocket,
+            "tcp-host" => ConfigKind::TcpHost,
+            "tcp-port" => ConfigKind::TcpPort,
             _ => return None,
         })
     }
@@ -234,7 +248,25 @@ impl ConfigKind {
             ConfigKind::OutputFile => "output-file",
             ConfigKind::Directory => "directory",
             ConfigKind::TriggerFile => "trigger-file",
+            ConfigKind::Url => "url",
+            ConfigKind::NbdUri => "nbd-uri",
+            ConfigKind::UnixSocket => "unix-socket",
+            ConfigKind::TcpHost => "tcp-host",
+            ConfigKind::TcpPort => "tcp-port",
         }
+    }
+
+    /// Whether a value of this kind is an origin or endpoint to connect to.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            ConfigKind::Url | ConfigKind::NbdUri | ConfigKind::UnixSocket | ConfigKind::TcpHost | ConfigKind::TcpPort
+        )
+    }
+
+    /// Whether a value of this kind is a grant the host holds for the component.
+    pub fn is_grant(self) -> bool {
+        !matches!(self, ConfigKind::Text | ConfigKind::Size | ConfigKind::Bool)
     }
 }
 

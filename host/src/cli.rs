@@ -2,6 +2,7 @@
 //! option permutation (options may follow the plugin) and nbdkit's option names and aliases.
 
 use crate::config::{Action, Config, ConfigError, ExportConfig, Listen, Param, ServerOptions, UnixSocket};
+use crate::runtime::budget::MemoryBudget;
 use crate::runtime::Limits;
 use clap::Parser;
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub struct Cli {
     /// Memory cap per component instance (nbdkit size syntax)
     #[arg(long = "memory-limit", value_name = "SIZE", default_value = "2G", value_parser = parse_size_arg)]
     pub memory_limit: u64,
+    /// Memory all component instances together may hold (default: 3/4 of the machine's)
+    #[arg(long = "memory-budget", value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_budget: Option<u64>,
+    /// Connections served at once; later clients are refused at GO with a message
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Deadline for one call into a component, in seconds
     #[arg(long = "call-timeout", value_name = "SECONDS", default_value_t = 60.0)]
     pub call_timeout: f64,
@@ -147,6 +154,7 @@ impl Cli {
                 no_structured_replies: self.no_sr,
                 handshake_mask: self.mask_handshake,
                 threads: self.threads,
+                max_connections: self.max_connections,
             },
             export: ExportConfig {
                 plugin: self.plugin,
@@ -158,6 +166,7 @@ impl Cli {
                     call_timeout,
                 },
             },
+            memory_budget: self.memory_budget.unwrap_or_else(MemoryBudget::default_total),
         };
         config.check()?;
         Ok(config)

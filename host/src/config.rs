@@ -20,6 +20,8 @@ pub struct Config {
     pub exportname: Option<String>,
     pub server: ServerOptions,
     pub export: ExportConfig,
+    /// What all component instances together may hold, in bytes (`--memory-budget`).
+    pub memory_budget: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct ServerOptions {
     pub no_structured_replies: bool,
     pub handshake_mask: u16,
     pub threads: usize,
+    /// Connections served at once; later ones are refused at GO (`--max-connections`).
+    pub max_connections: usize,
 }
 
 /// One export: its layers, their parameters and limits.
@@ -124,6 +128,15 @@ impl Config {
         }
         if self.export.limits.call_timeout.is_zero() {
             return refuse("--call-timeout must be a positive number of seconds");
+        }
+        if self.export.limits.memory > self.memory_budget {
+            return Err(ConfigError(format!(
+                "--memory-limit ({} bytes) is larger than --memory-budget ({} bytes): no instance could start",
+                self.export.limits.memory, self.memory_budget
+            )));
+        }
+        if self.server.max_connections == 0 {
+            return refuse("--max-connections must be at least 1");
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub struct Shutdown(Arc<Inner>);
 struct Inner {
     requested: AtomicBool,
     aborted: AtomicBool,
+    /// What `abort` runs: cutting what blocks outside any component's deadline.
+    on_abort: std::sync::Mutex<Vec<Box<dyn Fn() + Send>>>,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
 }
@@ -27,6 +29,7 @@ impl Shutdown {
         Ok(Shutdown(Arc::new(Inner {
             requested: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            on_abort: Default::default(),
             wake_read,
             wake_write,
         })))
@@ -41,10 +44,19 @@ impl Shutdown {
         self.0.requested.load(Ordering::Relaxed)
     }
 
-    /// The grace period is over: calls still running are cut off at their next check.
+    /// The grace period is over: calls still running are cut off at their next check, and
+    /// what waits outside them (network requests) is cut.
     pub fn abort(&self) {
         self.request();
         self.0.aborted.store(true, Ordering::SeqCst);
+        for cut in self.0.on_abort.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            cut();
+        }
+    }
+
+    /// Run `cut` when the shutdown aborts what is still running.
+    pub fn on_abort(&self, cut: Box<dyn Fn() + Send>) {
+        self.0.on_abort.lock().unwrap_or_else(|p| p.into_inner()).push(cut);
     }
 
     pub fn aborted(&self) -> bool {

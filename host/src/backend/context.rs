@@ -14,7 +14,7 @@
 //!
 //! Locks are taken top down: a lane's, then inside the call the layer below's.
 
-use super::layer::{Layer, Report};
+use super::layer::{Layer, Report, Use};
 use super::rules;
 use crate::api::{BlockSize, Caps, Errno, Error, Extent, Flags, Support};
 use crate::log;
@@ -118,7 +118,7 @@ impl Context {
 
     /// Open this context in an instance taken from the pool.
     fn open_lane(&self) -> Result<Lane, Error> {
-        let mut instance = self.layer.take_instance()?;
+        let mut instance = self.layer.take_instance(Use::Keep)?;
         match self.open_in(&mut instance) {
             Ok(handle) => Ok(Lane { instance, handle }),
             Err(e) => {
@@ -141,16 +141,27 @@ impl Context {
             Some(lane) => lane,
             None => lock(&lanes[next_wait.fetch_add(1, Ordering::Relaxed) % lanes.len()]),
         };
-        if lane.is_none() {
-            log::debug!(
-                self.layer.log(),
-                "{}: opening export '{}' in another instance",
-                self.layer.name(),
-                self.export_name
-            );
-            *lane = Some(self.open_lane()?);
+        if lane.is_some() {
+            return Ok(lane);
         }
-        Ok(lane)
+        log::debug!(
+            self.layer.log(),
+            "{}: opening export '{}' in another instance",
+            self.layer.name(),
+            self.export_name
+        );
+        match self.open_lane() {
+            Ok(opened) => {
+                *lane = Some(opened);
+                Ok(lane)
+            }
+            Err(e) => {
+                // Another lane only lets requests overlap: when it cannot be opened (the
+                // memory budget is spent, say), wait for one that is open instead.
+                drop(lane);
+                lanes.iter().map(lock).find(|lane| lane.is_some()).ok_or(e)
+            }
+        }
     }
 
     /// Run `f` on the lane in `slot`. A trapped lane is emptied: its instance is gone, and
@@ -257,6 +268,7 @@ impl Context {
         self.call("export-description", |i, h| i.export_description(h))
             .ok()
             .flatten()
+            .map(rules::bounded_description)
     }
 
     /// A call the gate refuses before the layer sees it. Only a filter's own calls get here

@@ -8,6 +8,7 @@
 //! serializes the layers below it, and a slow call in one instance holds up nobody else.
 
 use super::context::Context;
+use super::rules;
 use crate::api::{Errno, Error, ExportEntry, LayerInfo, ThreadModel};
 use crate::log::{self, Log};
 use crate::runtime::below::{Below, BelowConnection};
@@ -47,6 +48,15 @@ struct Record {
     config: Vec<(String, String)>,
     completed: bool,
     ready: bool,
+}
+
+/// What an instance is taken from the pool for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    /// A connection's context keeps it.
+    Keep,
+    /// One call, after which it goes back.
+    Call,
 }
 
 /// Whether a failed call's message is logged here (the data path) or returned for the caller
@@ -182,22 +192,35 @@ impl Layer {
         result
     }
 
-    /// An instance for a pooled context to own: an idle one, or a new one.
-    pub(super) fn take_instance(&self) -> Result<Instance, Error> {
+    /// An instance to use: an idle one, or a new one. A new one for a connection to keep
+    /// must have room in the memory budget for its whole limit (`Use::Keep`); one for a
+    /// single call that concerns no connection (preconnect, a listing) goes back to the pool
+    /// at once and is held only to what it grows to, so that such calls do not refuse a
+    /// client before GO can tell it why.
+    pub(super) fn take_instance(&self, use_: Use) -> Result<Instance, Error> {
         let Placement::Pooled(idle) = &self.placement else {
             unreachable!("only pooled layers lend instances out");
         };
-        if let Some(instance) = lock(idle).pop() {
-            return Ok(instance);
+        let idle = lock(idle).pop();
+        if use_ == Use::Keep {
+            let admission = match &idle {
+                Some(instance) => instance.admission(),
+                None => self.env.admission(0),
+            };
+            admission.map_err(|why| Error::new(Errno::NoMem, format!("{}: {why}", self.name())))?;
         }
-        self.new_instance()
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.new_instance(),
+        }
     }
 
-    /// A healthy instance back into the pool.
+    /// A healthy instance back into the pool, unless the pool is full or the memory budget
+    /// could not let it serve a connection (then its memory goes back to the budget).
     pub(super) fn give_back(&self, instance: Instance) {
         if let Placement::Pooled(idle) = &self.placement {
             let mut idle = lock(idle);
-            if idle.len() < MAX_IDLE {
+            if idle.len() < MAX_IDLE && instance.admission().is_ok() {
                 idle.push(instance);
             }
         }
@@ -246,7 +269,7 @@ impl Layer {
         let result = if self.is_shared() {
             self.on_shared(f)
         } else {
-            let mut instance = self.take_instance()?;
+            let mut instance = self.take_instance(Use::Call)?;
             let result = f(&mut instance);
             if !matches!(result, Err(CallError::Trap(_))) {
                 self.give_back(instance);
@@ -304,14 +327,29 @@ impl Layer {
         self.call("preconnect", Report::Log, |i| i.preconnect(readonly))
     }
 
+    /// nbdkit's .list_exports, held to what the wire can carry.
     pub fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>, Error> {
-        self.call("list-exports", Report::Log, |i| i.list_exports(readonly))
+        let listed = self.call("list-exports", Report::Log, |i| i.list_exports(readonly))?;
+        let (exports, note) = rules::bounded_exports(listed);
+        if let Some(note) = note {
+            log::warning!(self.env.log, "{}: {note}", self.name());
+        }
+        Ok(exports)
     }
 
+    /// nbdkit's .default_export; a name that cannot be sent counts as none.
     pub fn default_export(&self, readonly: bool) -> Option<String> {
-        self.call("default-export", Report::Log, |i| i.default_export(readonly))
+        let name = self
+            .call("default-export", Report::Log, |i| i.default_export(readonly))
             .ok()
-            .flatten()
+            .flatten()?;
+        match rules::export_name_fault(&name) {
+            None => Some(name),
+            Some(fault) => {
+                log::warning!(self.env.log, "{}: default export name ignored: {fault}", self.name());
+                None
+            }
+        }
     }
 
     /// nbdkit's open: a new context of this layer.

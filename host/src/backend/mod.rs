@@ -23,10 +23,9 @@ pub use context::Context;
 pub use layer::Layer;
 
 use crate::api::{Error, ExportEntry, ThreadModel};
-use crate::log::Log;
-use crate::runtime::grants::{self, Grants};
-use crate::runtime::{LayerComponent, LayerEnv, Limits};
-use crate::shutdown::Shutdown;
+use crate::runtime::grants::{self, Grant, Grants};
+use crate::runtime::network::{self, NetGrant};
+use crate::runtime::{LayerComponent, LayerEnv, Limits, Process};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -87,13 +86,20 @@ fn open_grants(spec: &ExportSpec) -> Result<Grants, ConfigError> {
         let Some(kind) = layers.clone().find_map(|l| l.info.key(key)).map(|k| k.kind) else {
             continue;
         };
+        use crate::api::ConfigKind as Kind;
         let path = Path::new(value);
+        let net = |grant: Result<NetGrant, Error>| grant.map(Grant::Net).map_err(|e| e.to_string());
         let grant = match kind {
-            crate::api::ConfigKind::File => grants::open_file(path, spec.readonly),
-            crate::api::ConfigKind::OutputFile => grants::open_output(path),
-            crate::api::ConfigKind::Directory => grants::open_directory(path, spec.readonly),
-            crate::api::ConfigKind::TriggerFile => grants::trigger(path),
-            _ => continue,
+            Kind::File => grants::open_file(path, spec.readonly).map_err(|e| e.to_string()),
+            Kind::OutputFile => grants::open_output(path).map_err(|e| e.to_string()),
+            Kind::Directory => grants::open_directory(path, spec.readonly).map_err(|e| e.to_string()),
+            Kind::TriggerFile => grants::trigger(path).map_err(|e| e.to_string()),
+            Kind::Url => net(network::url_grant(value)),
+            Kind::NbdUri => net(network::nbd_uri_grant(value)),
+            Kind::UnixSocket => net(network::unix_socket_grant(value)),
+            Kind::TcpHost => net(network::tcp_host_grant(value)),
+            Kind::TcpPort => net(network::tcp_port_grant(value)),
+            Kind::Text | Kind::Size | Kind::Bool => continue,
         };
         grants.insert(key, grant.map_err(|e| ConfigError(format!("{key}={value}: {e}")))?);
     }
@@ -104,20 +110,20 @@ impl Export {
     /// Build the stack and configure it as nbdkit does: config (each key=value, outermost
     /// layer first, filters passing on what is not theirs), config-complete, thread models,
     /// then get-ready on every layer from the plugin outwards.
-    pub fn configure(spec: ExportSpec, stage: Stage, log: &Log, shutdown: &Shutdown) -> Result<Export, ConfigError> {
+    pub fn configure(spec: ExportSpec, stage: Stage, process: &Process) -> Result<Export, ConfigError> {
         let grants = Arc::new(open_grants(&spec)?);
+        // After the shutdown grace, requests still waiting on the network are cut.
+        let cut = Arc::downgrade(&grants);
+        process.shutdown.on_abort(Box::new(move || {
+            if let Some(grants) = cut.upgrade() {
+                grants.cut_network();
+            }
+        }));
         let mut below: Option<Arc<Layer>> = None;
         let mut layers = Vec::new();
         for component in [&spec.plugin].into_iter().chain(spec.filters.iter().rev()) {
             let below_api = below.clone().map(|b| b as Arc<dyn crate::runtime::below::Below>);
-            let env = LayerEnv::new(
-                &component.info,
-                spec.limits,
-                log.clone(),
-                shutdown.clone(),
-                grants.clone(),
-                below_api,
-            );
+            let env = LayerEnv::new(&component.info, spec.limits, process, grants.clone(), below_api);
             let layer =
                 Layer::new(component.clone(), Arc::new(env), below.take()).map_err(|e| ConfigError(e.to_string()))?;
             layers.push(layer.clone());

@@ -2,7 +2,11 @@
 //! connection's read-only flag and the host's emulation are applied, which block sizes are
 //! valid, and how an extent list is checked and trimmed. No I/O, no components.
 
-use crate::api::{BlockSize, Caps, Extent, Support};
+use crate::api::{BlockSize, Caps, ExportEntry, Extent, Support};
+use crate::protocol::consts::MAX_STRING;
+
+/// nbdkit's MAX_EXPORTS (server/exports.c): the most exports one listing may hold.
+pub const MAX_EXPORTS: usize = 10_000;
 
 /// The capabilities a context of this layer has (nbdkit's server/backend.c and
 /// server/plugins.c): a read-only context has no write-class capability; a plugin cannot hide
@@ -108,6 +112,72 @@ pub fn normalize_extents(offset: u64, size: u64, extents: &[Extent]) -> Result<V
     Ok(out)
 }
 
+/// Why `name` cannot be an export name on the wire, if it cannot: NBD strings are at most
+/// NBD_MAX_STRING bytes (nbdkit's nbdkit_add_export), and a name with NUL cannot be asked for.
+pub fn export_name_fault(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_STRING {
+        Some("longer than 4096 bytes")
+    } else if name.contains('\0') {
+        Some("contains NUL")
+    } else {
+        None
+    }
+}
+
+/// A description held to NBD_MAX_STRING bytes (cut at a character boundary), without NULs.
+pub fn bounded_description(description: String) -> String {
+    if description.len() <= MAX_STRING && !description.contains('\0') {
+        return description;
+    }
+    let mut kept = String::with_capacity(MAX_STRING);
+    for c in description.chars().filter(|&c| c != '\0') {
+        if kept.len() + c.len_utf8() > MAX_STRING {
+            break;
+        }
+        kept.push(c);
+    }
+    kept
+}
+
+/// A layer's listing held to what the wire carries: entries whose name cannot be sent are
+/// left out, descriptions are cut, and at most [`MAX_EXPORTS`] are kept (nbdkit fails the
+/// whole listing instead). The second value says what was left out, for the log.
+pub fn bounded_exports(exports: Vec<ExportEntry>) -> (Vec<ExportEntry>, Option<String>) {
+    let listed = exports.len();
+    let mut faults = Vec::new();
+    let mut kept: Vec<ExportEntry> = exports
+        .into_iter()
+        .filter(|e| match export_name_fault(&e.name) {
+            Some(fault) => {
+                if faults.len() < 3 {
+                    faults.push(fault);
+                }
+                false
+            }
+            None => true,
+        })
+        .map(|e| ExportEntry {
+            description: e.description.map(bounded_description),
+            ..e
+        })
+        .collect();
+    let invalid = listed - kept.len();
+    let over = kept.len().saturating_sub(MAX_EXPORTS);
+    kept.truncate(MAX_EXPORTS);
+    let mut notes = Vec::new();
+    if invalid > 0 {
+        notes.push(format!(
+            "{invalid} with a name that cannot be sent ({})",
+            faults.join(", ")
+        ));
+    }
+    if over > 0 {
+        notes.push(format!("{over} beyond the first {MAX_EXPORTS}"));
+    }
+    let note = (!notes.is_empty()).then(|| format!("{listed} exports listed; left out {}", notes.join(" and ")));
+    (kept, note)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +273,44 @@ mod tests {
         assert!(normalize_extents(0, 100, &[e(0, 10, false), e(5, 10, false)]).is_err());
         assert!(normalize_extents(0, 100, &[e(u64::MAX - 1, 10, false)]).is_err());
         assert!(normalize_extents(50, 100, &[e(0, 50, false)]).is_err());
+    }
+
+    fn entry(name: &str, description: Option<&str>) -> ExportEntry {
+        ExportEntry {
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn listings_are_held_to_the_wire_limits() {
+        let long = "n".repeat(MAX_STRING + 1);
+        let listing = vec![
+            entry("a", Some("fine")),
+            entry(&long, None),
+            entry("b\0c", None),
+            entry("d", Some(&"é".repeat(3000))),
+        ];
+        let (kept, note) = bounded_exports(listing);
+        let names: Vec<&str> = kept.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+        let cut = kept[1].description.as_deref().unwrap();
+        assert_eq!(cut.len(), MAX_STRING);
+        assert!(cut.chars().all(|c| c == 'é'));
+        let note = note.unwrap();
+        assert!(note.contains("2 with a name"), "{note}");
+        assert!(note.contains("longer than 4096") && note.contains("NUL"), "{note}");
+
+        let many: Vec<ExportEntry> = (0..MAX_EXPORTS + 5).map(|i| entry(&i.to_string(), None)).collect();
+        let (kept, note) = bounded_exports(many);
+        assert_eq!(kept.len(), MAX_EXPORTS);
+        assert!(note.unwrap().contains("5 beyond"));
+        assert_eq!(bounded_exports(vec![entry("x", None)]).1, None);
+    }
+
+    #[test]
+    fn descriptions_lose_nuls() {
+        assert_eq!(bounded_description("a\0b".into()), "ab");
+        assert_eq!(bounded_description("plain".into()), "plain");
     }
 }

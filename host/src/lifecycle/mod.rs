@@ -13,8 +13,9 @@ mod introspect;
 use crate::backend::{Export, ExportSpec, Stage};
 use crate::config::{config_pairs, Action, Config, Listen};
 use crate::log::{self, Log};
+use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::EpochTicker;
-use crate::runtime::{LayerComponent, Role, Runtime};
+use crate::runtime::{LayerComponent, Process, Role, Runtime};
 use crate::server::{self, Exports, Server, Transport};
 use crate::shutdown::Shutdown;
 use anyhow::{bail, Context as _, Result};
@@ -56,8 +57,14 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         bail!("no plugin given: try `nbdbox memory 1G -U - --run 'nbdinfo $uri'`, or --help");
     };
 
+    raise_descriptor_limit();
     let shutdown = Shutdown::new().context("creating the shutdown pipe")?;
-    let runtime = Runtime::new(log.clone(), shutdown.clone())?;
+    let process = Process {
+        log: log.clone(),
+        shutdown: shutdown.clone(),
+        budget: Arc::new(MemoryBudget::new(config.memory_budget)),
+    };
+    let runtime = Runtime::new(process.clone())?;
     // Deadlines hold from the first call into a component: describe, config, get-ready.
     let ticker = EpochTicker::start(&runtime.engine);
     let limits = config.export.limits;
@@ -85,11 +92,11 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         threads: config.server.threads,
     };
     if config.action == Action::DumpPlugin {
-        let export = Export::configure(spec, Stage::Describe, log, &shutdown)?;
+        let export = Export::configure(spec, Stage::Describe, &process)?;
         introspect::print_plugin_dump(&export);
         return Ok(0);
     }
-    let export = Export::configure(spec, Stage::Serve, log, &shutdown)?;
+    let export = Export::configure(spec, Stage::Serve, &process)?;
 
     let mut cleanup = Cleanup::default();
     let (listeners, endpoint) = endpoint::listen(&config.listen, config.run.is_some(), &mut cleanup)?;
@@ -138,6 +145,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         },
         shutdown: shutdown.clone(),
         log: log.clone(),
+        seats: server::Seats::new(config.server.max_connections),
     });
     let code = if stdio {
         serve_stdio(&server)?;
@@ -198,6 +206,17 @@ fn daemonize(verbose: bool) -> Result<()> {
         nix::unistd::dup2(null.as_raw_fd(), fd)?;
     }
     Ok(())
+}
+
+/// Each client holds two descriptors: the soft limit (often 1024) would refuse clients long
+/// before `--max-connections` does, so it is raised to the hard one.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]

@@ -151,11 +151,17 @@ pub fn parse_info_request(payload: &[u8]) -> Result<InfoRequest<'_>, InvalidOpti
     Ok(InfoRequest { name, info_types })
 }
 
-/// Payload of `OPT_LIST_META_CONTEXT` and `OPT_SET_META_CONTEXT`.
+/// Payload of `OPT_LIST_META_CONTEXT` and `OPT_SET_META_CONTEXT`. The queries are only
+/// counted, never kept: nbdbox knows one context, and a payload of millions of queries must
+/// not cost more than the payload itself.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MetaRequest<'a> {
     pub export: &'a str,
-    pub queries: Vec<&'a str>,
+    pub queries: usize,
+    /// Queries that are exactly `base:allocation`.
+    pub base_allocation: usize,
+    /// Queries that are exactly `base:` (the whole namespace, for LIST).
+    pub base_namespace: usize,
 }
 
 /// Parses `name_len(32) · name · n(32) · n × (len(32) · query)`. Like nbdkit, bytes after
@@ -168,14 +174,22 @@ pub fn parse_meta_request(payload: &[u8]) -> Result<MetaRequest<'_>, InvalidOpti
     let mut cursor = Cursor::new(payload);
     let name = cursor.length_prefixed().ok_or(InvalidOption(OVERRUN))?;
     let export = EXPORT_NAME_RULES.check(name).map_err(InvalidOption)?;
-    let query_count = cursor.u32().ok_or(InvalidOption(OVERRUN))? as usize;
-    // Each query needs at least its 4-byte length, which bounds a hostile count.
-    let mut queries = Vec::with_capacity(query_count.min(cursor.remaining() / 4));
-    for _ in 0..query_count {
+    let queries = cursor.u32().ok_or(InvalidOption(OVERRUN))? as usize;
+    let mut request = MetaRequest {
+        export,
+        queries,
+        base_allocation: 0,
+        base_namespace: 0,
+    };
+    for _ in 0..queries {
         let query = cursor.length_prefixed().ok_or(InvalidOption(OVERRUN))?;
-        queries.push(QUERY_RULES.check(query).map_err(InvalidOption)?);
+        match QUERY_RULES.check(query).map_err(InvalidOption)? {
+            BASE_ALLOCATION => request.base_allocation += 1,
+            BASE_NAMESPACE_QUERY => request.base_namespace += 1,
+            _ => {}
+        }
     }
-    Ok(MetaRequest { export, queries })
+    Ok(request)
 }
 
 /// NBD_OPT_EXPORT_NAME: the whole payload is the name; a bad one ends the connection
@@ -261,14 +275,11 @@ pub struct MetaMatch {
 /// nbdkit's rules: LIST with no queries, or with `base:`, lists `base:allocation`; the exact
 /// name `base:allocation` matches for LIST and SET; every other query is ignored.
 /// LIST replies use id 0, SET replies `BASE_ALLOCATION_ID`.
-pub fn match_meta_queries(queries: &[&str], set: bool) -> MetaMatch {
-    let replies = if !set && queries.is_empty() {
-        1
-    } else {
-        queries
-            .iter()
-            .filter(|&&query| query == BASE_ALLOCATION || (!set && query == BASE_NAMESPACE_QUERY))
-            .count()
+pub fn match_meta_queries(request: &MetaRequest<'_>, set: bool) -> MetaMatch {
+    let replies = match (set, request.queries) {
+        (false, 0) => 1,
+        (false, _) => request.base_allocation + request.base_namespace,
+        (true, _) => request.base_allocation,
     };
     MetaMatch {
         replies,
@@ -405,7 +416,9 @@ mod tests {
             request,
             MetaRequest {
                 export: "",
-                queries: vec!["base:allocation", "qemu:"]
+                queries: 2,
+                base_allocation: 1,
+                base_namespace: 0,
             }
         );
         let none = parse_meta_request(b"\x00\x00\x00\x01a\x00\x00\x00\x00").unwrap();
@@ -413,12 +426,14 @@ mod tests {
             none,
             MetaRequest {
                 export: "a",
-                queries: vec![]
+                queries: 0,
+                base_allocation: 0,
+                base_namespace: 0,
             }
         );
         // Trailing bytes after the last query are ignored, as nbdkit does.
         let trailing = parse_meta_request(b"\x00\x00\x00\x00\x00\x00\x00\x00junk").unwrap();
-        assert!(trailing.queries.is_empty());
+        assert_eq!(trailing.queries, 0);
     }
 
     #[test]
@@ -517,10 +532,20 @@ mod tests {
         assert!(padded[11..].iter().all(|&b| b == 0));
     }
 
+    /// A request with `queries`, counted as the parser counts them.
+    fn request<'a>(queries: &[&str]) -> MetaRequest<'a> {
+        MetaRequest {
+            export: "",
+            queries: queries.len(),
+            base_allocation: queries.iter().filter(|&&q| q == BASE_ALLOCATION).count(),
+            base_namespace: queries.iter().filter(|&&q| q == BASE_NAMESPACE_QUERY).count(),
+        }
+    }
+
     #[test]
     fn meta_query_matching() {
-        let list = |queries: &[&str]| match_meta_queries(queries, false);
-        let set = |queries: &[&str]| match_meta_queries(queries, true);
+        let list = |queries: &[&str]| match_meta_queries(&request(queries), false);
+        let set = |queries: &[&str]| match_meta_queries(&request(queries), true);
         let listed = |replies| MetaMatch {
             replies,
             context_id: 0,

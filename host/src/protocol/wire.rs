@@ -42,10 +42,6 @@ impl<'a> Cursor<'a> {
         Cursor { rest: bytes }
     }
 
-    pub(super) fn remaining(&self) -> usize {
-        self.rest.len()
-    }
-
     pub(super) fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
         let (taken, rest) = self.rest.split_at_checked(len)?;
         self.rest = rest;
@@ -92,7 +88,6 @@ mod tests {
         let mut cursor = Cursor::new(&[0, 0, 0, 2, b'h', b'i', 9]);
         assert_eq!(cursor.u32(), Some(2));
         assert_eq!(cursor.bytes(2), Some(&b"hi"[..]));
-        assert_eq!(cursor.remaining(), 1);
         assert_eq!(cursor.u32(), None);
         assert_eq!(cursor.bytes(1), Some(&[9][..]));
     }

@@ -17,6 +17,8 @@ wasmtime::component::bindgen!({
         "nbdbox:plugin/buffers.write-buf": super::resources::WriteBuf,
         "nbdbox:plugin/grants.file": super::resources::GrantedFile,
         "nbdbox:plugin/grants.directory": super::resources::GrantedDirectory,
+        "nbdbox:plugin/http.origin": super::resources::HttpOrigin,
+        "nbdbox:plugin/streams.socket": super::resources::NetStream,
     },
 });
 

@@ -96,6 +96,15 @@ impl LayerComponent {
             (Role::Filter, false) => bail!("'{source}' is a plugin, not a filter"),
             _ => {}
         }
+        // Filters get no network: the data they see is the client's and the plugin's.
+        let network = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .find(|name| name.starts_with("nbdbox:plugin/http@") || name.starts_with("nbdbox:plugin/streams@"));
+        if let (Role::Filter, Some(name)) = (role, network) {
+            bail!("'{source}' is a filter that imports {name}: filters get no network");
+        }
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| format_err!("cannot load {} '{source}': {e:#}", role.name()))?;
@@ -104,6 +113,14 @@ impl LayerComponent {
             .describe()
             .map_err(|e| format_err!("{source}: describe: {e}"))?;
         let info = info_of(described).map_err(|why| format_err!("cannot load {} '{source}': {why}", role.name()))?;
+        let network_key = info.config_keys.iter().find(|k| k.kind.is_network());
+        if let (Role::Filter, Some(key)) = (role, network_key) {
+            bail!(
+                "'{source}' is a filter with a config key of kind {} ({}): filters get no network",
+                key.kind.name(),
+                key.name
+            );
+        }
         Ok(LayerComponent {
             source: source.to_owned(),
             role,
@@ -131,7 +148,7 @@ fn instantiate(
     env: Arc<LayerEnv>,
 ) -> Result<Instance> {
     let mut store = Store::new(pre.engine(), StoreData::new(env));
-    store.limiter(|data| &mut data.limits);
+    store.limiter(|data| data);
     store.epoch_deadline_callback(|mut ctx| {
         let data = ctx.data_mut();
         data.cut_off = data.deadline_passed();

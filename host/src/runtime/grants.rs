@@ -31,6 +31,8 @@ pub enum Grant {
     },
     /// A path the component may only test for existence.
     Trigger(std::path::PathBuf),
+    /// An origin or endpoint the component may reach.
+    Net(super::network::NetGrant),
 }
 
 /// Everything granted for one export, by config key.
@@ -48,6 +50,15 @@ impl Grants {
 
     pub(crate) fn get(&self, key: &str) -> Option<&Grant> {
         self.0.get(key)
+    }
+
+    /// Cut every network request in flight: the server is shutting down.
+    pub fn cut_network(&self) {
+        for grant in self.0.values() {
+            if let Grant::Net(super::network::NetGrant::Url(url)) = grant {
+                url.shut_down();
+            }
+        }
     }
 }
 

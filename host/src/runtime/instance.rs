@@ -109,6 +109,12 @@ impl Instance {
         &self.store.data().env.name
     }
 
+    /// Whether the memory budget has room for this instance to grow to its limit.
+    pub fn admission(&self) -> Result<(), String> {
+        let data = self.store.data();
+        data.env.admission(data.held())
+    }
+
     /// Configuration replayed into this instance: `next` calls of configuration do nothing.
     pub fn set_replaying(&mut self, replaying: bool) {
         self.store.data_mut().replaying = replaying;

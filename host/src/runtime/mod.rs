@@ -18,12 +18,14 @@
 
 pub mod below;
 pub mod bindings;
+pub mod budget;
 mod clock;
 mod component;
 pub mod engine;
 pub mod grants;
 mod host;
 mod instance;
+pub mod network;
 pub mod peer;
 mod resources;
 mod state;
@@ -31,10 +33,8 @@ mod wasi;
 
 pub use component::{LayerComponent, Role};
 pub use instance::{CallError, Handle, Instance};
-pub use state::{LayerEnv, Limits};
+pub use state::{LayerEnv, Limits, Process};
 
-use crate::log::Log;
-use crate::shutdown::Shutdown;
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
@@ -68,28 +68,22 @@ fn builtin_wasm(role: Role, name: &str) -> Option<&'static [u8]> {
 pub struct Runtime {
     pub engine: Engine,
     linker: Linker<state::StoreData>,
-    log: Log,
-    shutdown: Shutdown,
+    process: Process,
 }
 
 impl Runtime {
-    pub fn new(log: Log, shutdown: Shutdown) -> Result<Runtime> {
+    pub fn new(process: Process) -> Result<Runtime> {
         let engine = engine::new_engine()?;
         let linker = host::new_linker(&engine)?;
         Ok(Runtime {
             engine,
             linker,
-            log,
-            shutdown,
+            process,
         })
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
-
-    pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// Load a plugin or filter by built-in name, or from a `.wasm` path (anything with a `/`
@@ -106,9 +100,9 @@ impl Runtime {
             let known = builtin_names(role).join(", ");
             bail!("unknown {what} '{spec}': built-in {what}s are {known}; a third-party {what} is given as a path to its .wasm file");
         };
-        let component = engine::load_component(&self.engine, &wasm, &self.log)
+        let component = engine::load_component(&self.engine, &wasm, &self.process.log)
             .with_context(|| format!("cannot load {what} '{spec}'"))?;
-        let probe = LayerEnv::probe(spec, limits, self.log.clone(), self.shutdown.clone());
+        let probe = LayerEnv::probe(spec, limits, &self.process);
         LayerComponent::load(&self.engine, &self.linker, component, spec, role, Arc::new(probe))
     }
 }

@@ -40,6 +40,12 @@ pub struct GrantedDirectory {
     pub(crate) writable: bool,
 }
 
+/// A granted HTTP origin, as a component opened it.
+pub struct HttpOrigin(pub(crate) super::network::Origin);
+
+/// A stream to a granted endpoint.
+pub struct NetStream(pub(crate) super::network::Stream);
+
 /// A connection of the layer below, as the filter above holds it; dropping it closes it.
 pub struct NextConnection(pub(crate) Arc<dyn BelowConnection>);
 

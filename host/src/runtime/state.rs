@@ -2,6 +2,7 @@
 //! instances of one layer share.
 
 use super::below::Below;
+use super::budget::MemoryBudget;
 use super::clock::{CallClock, CutOff};
 use super::grants::Grants;
 use super::resources::RequestBuffers;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Limits applied to every instance of a component.
@@ -33,6 +34,14 @@ impl Limits {
     }
 }
 
+/// What every layer shares with the rest of the process.
+#[derive(Clone)]
+pub struct Process {
+    pub log: Log,
+    pub shutdown: Shutdown,
+    pub budget: Arc<MemoryBudget>,
+}
+
 /// What every instance of one layer shares: its name, limits, grants, counters and the
 /// layer below it.
 pub struct LayerEnv {
@@ -40,6 +49,7 @@ pub struct LayerEnv {
     pub limits: Limits,
     pub log: Log,
     pub shutdown: Shutdown,
+    budget: Arc<MemoryBudget>,
     grants: Arc<Grants>,
     /// The grant keys this layer declared, and of which kind: it may open those only.
     grant_keys: HashMap<String, ConfigKind>,
@@ -51,7 +61,7 @@ pub struct LayerEnv {
 impl LayerEnv {
     /// The environment of the instance that describes a component as it is loaded: no
     /// grants, no layer below.
-    pub fn probe(source: &str, limits: Limits, log: Log, shutdown: Shutdown) -> LayerEnv {
+    pub fn probe(source: &str, limits: Limits, process: &Process) -> LayerEnv {
         let info = LayerInfo {
             name: source.to_owned(),
             version: String::new(),
@@ -61,33 +71,28 @@ impl LayerEnv {
             thread_model: ThreadModel::SerializeAllRequests,
             shared_state: true,
         };
-        LayerEnv::new(&info, limits, log, shutdown, Arc::default(), None)
+        LayerEnv::new(&info, limits, process, Arc::default(), None)
     }
 
     pub fn new(
         info: &LayerInfo,
         limits: Limits,
-        log: Log,
-        shutdown: Shutdown,
+        process: &Process,
         grants: Arc<Grants>,
         below: Option<Arc<dyn Below>>,
     ) -> LayerEnv {
         let grant_keys = info
             .config_keys
             .iter()
-            .filter(|k| {
-                matches!(
-                    k.kind,
-                    ConfigKind::File | ConfigKind::OutputFile | ConfigKind::Directory
-                )
-            })
+            .filter(|k| k.kind.is_grant())
             .map(|k| (k.name.clone(), k.kind))
             .collect();
         LayerEnv {
             name: Arc::from(info.name.as_str()),
             limits,
-            log,
-            shutdown,
+            log: process.log.clone(),
+            shutdown: process.shutdown.clone(),
+            budget: process.budget.clone(),
             grants,
             grant_keys,
             counters: Mutex::default(),
@@ -99,6 +104,22 @@ impl LayerEnv {
     pub(crate) fn grant(&self, key: &str, kinds: &[ConfigKind]) -> Option<&super::grants::Grant> {
         let declared = self.grant_keys.get(key).is_some_and(|k| kinds.contains(k));
         declared.then(|| self.grants.get(key)).flatten()
+    }
+
+    /// Why an instance of this layer that holds `held` bytes (0 for a new one) may not serve
+    /// a connection now, if it may not: the process's budget has no room for it to grow to
+    /// this layer's limit.
+    pub(crate) fn admission(&self, held: u64) -> Result<(), String> {
+        if self.budget.has_room_for(self.limits.memory, held) {
+            return Ok(());
+        }
+        Err(format!(
+            "the server's memory budget is spent: instances hold {} of {} bytes (--memory-budget), \
+             and a new one may need {} (--memory-limit)",
+            self.budget.used(),
+            self.budget.total(),
+            self.limits.memory
+        ))
     }
 
     pub(crate) fn counter_add(&self, name: &str, delta: i64) -> i64 {
@@ -114,14 +135,14 @@ pub struct StoreData {
     pub(crate) env: Arc<LayerEnv>,
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
     /// The buffers lent to the call in progress.
     pub(crate) buffers: RequestBuffers,
     pub(crate) clock: CallClock,
     /// Set by the deadline check when it cuts the call off.
     pub(crate) cut_off: Option<CutOff>,
-    /// Bytes of host memory this instance holds in buffers of its own.
-    pub(crate) host_bytes: u64,
+    /// Bytes this instance holds: linear memories, tables, and host buffers of its own. All
+    /// count against its limit and against the process's budget.
+    held: u64,
     /// True while configuration is replayed into a new instance: the layer below was
     /// configured already, so `next.config` and friends do nothing.
     pub(crate) replaying: bool,
@@ -130,48 +151,59 @@ pub struct StoreData {
     pub(crate) last_below_message: Option<String>,
 }
 
+/// What one table element is counted as: wasmtime keeps a pointer or two per element.
+const TABLE_ELEMENT_BYTES: u64 = 16;
+
 impl StoreData {
     pub fn new(env: Arc<LayerEnv>) -> StoreData {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(env.limits.memory).unwrap_or(usize::MAX))
-            .instances(64)
-            .tables(64)
-            .memories(8)
-            // A failed memory.grow returns -1 so the guest's fallible allocations can turn it
-            // into ENOSPC; infallible ones still abort, which traps.
-            .trap_on_grow_failure(false)
-            .build();
         StoreData {
             wasi: wasi::context(env.name.clone(), env.log.clone()),
             env,
             table: ResourceTable::new(),
-            limits,
             buffers: RequestBuffers::EMPTY,
             clock: CallClock::start(),
             cut_off: None,
-            host_bytes: 0,
+            held: 0,
             replaying: false,
             last_below_message: None,
         }
     }
 
-    /// Account for `bytes` more of host memory held for this instance: refused when it would
-    /// take the instance past its memory limit (the limit covers linear memory and these).
-    pub(crate) fn hold_host_bytes(&mut self, bytes: u64) -> wasmtime::Result<()> {
-        let total = self.host_bytes.saturating_add(bytes);
+    /// Bytes this instance holds.
+    pub(crate) fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Hold `bytes` more for this instance if they fit both its limit and the process's
+    /// budget.
+    fn hold(&mut self, bytes: u64) -> Result<(), String> {
+        let total = self.held.saturating_add(bytes);
         if total > self.env.limits.memory {
-            wasmtime::bail!(
-                "{} bytes of host buffers would exceed the instance's memory limit of {} bytes",
-                total,
+            return Err(format!(
+                "{total} bytes would exceed the instance's memory limit of {} bytes (--memory-limit)",
                 self.env.limits.memory
-            );
+            ));
         }
-        self.host_bytes = total;
+        if !self.env.budget.take(bytes) {
+            return Err(format!(
+                "{bytes} more bytes would exceed the server's memory budget of {} bytes (--memory-budget)",
+                self.env.budget.total()
+            ));
+        }
+        self.held = total;
         Ok(())
     }
 
+    /// Account for a host buffer of `bytes` kept for this instance; a trap if it does not fit.
+    pub(crate) fn hold_host_bytes(&mut self, bytes: u64) -> wasmtime::Result<()> {
+        self.hold(bytes)
+            .map_err(|why| wasmtime::format_err!("a host buffer: {why}"))
+    }
+
     pub(crate) fn release_host_bytes(&mut self, bytes: u64) {
-        self.host_bytes = self.host_bytes.saturating_sub(bytes);
+        let bytes = bytes.min(self.held);
+        self.held -= bytes;
+        self.env.budget.give_back(bytes);
     }
 
     /// Whether the call in progress must be cut off now, and why.
@@ -183,6 +215,44 @@ impl StoreData {
         } else {
             None
         }
+    }
+}
+
+impl Drop for StoreData {
+    fn drop(&mut self) {
+        self.env.budget.give_back(self.held);
+    }
+}
+
+/// Growth of linear memory and tables, held like host buffers. A refused growth fails the
+/// guest's `memory.grow` (-1), so its fallible allocations can report ENOMEM; infallible ones
+/// abort, which traps.
+impl ResourceLimiter for StoreData {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        Ok(self.hold(desired.saturating_sub(current) as u64).is_ok())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let elements = desired.saturating_sub(current) as u64;
+        Ok(self.hold(elements.saturating_mul(TABLE_ELEMENT_BYTES)).is_ok())
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        8
     }
 }
 

@@ -2,7 +2,7 @@
 //! option by option until the client picks an export (GO / EXPORT_NAME), aborts, or breaks
 //! the protocol. nbdkit calls this "option haggling".
 
-use super::{eflags, Server, Transport};
+use super::{eflags, Seat, Server, Transport};
 use crate::api::Error;
 use crate::backend::{Export, Opened};
 use crate::log;
@@ -19,6 +19,8 @@ pub struct Negotiated {
     pub structured_replies: bool,
     /// base:allocation was selected for this export by SET_META_CONTEXT.
     pub base_allocation: bool,
+    /// This client's place among the connections served at once.
+    pub seat: Seat,
 }
 
 /// Why a handshake ended the connection.
@@ -30,11 +32,17 @@ pub enum HandshakeError {
     Protocol(#[from] ProtocolError),
     #[error("cannot open export '{name}': {error}")]
     ExportName { name: String, error: Error },
+    #[error("{0}")]
+    NoSeat(String),
 }
+
+/// Replies to one option are sent as they are made once this much is waiting.
+const STREAM_REPLIES_AT: usize = 64 << 10;
 
 /// The state of option negotiation.
 struct Negotiation<'a> {
     server: &'a Server,
+    transport: &'a Transport,
     structured_replies: bool,
     /// The export name SET_META_CONTEXT selected base:allocation for.
     meta_export: Option<String>,
@@ -57,6 +65,7 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
 
     let mut n = Negotiation {
         server,
+        transport: &transport,
         structured_replies: false,
         meta_export: None,
         listed: false,
@@ -83,13 +92,15 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
             match option {
                 OPT_EXPORT_NAME => {
                     let name = codec::parse_export_name(&payload)?;
+                    // EXPORT_NAME has no error reply: a client without a seat is closed.
+                    let seat = n.seat().map_err(HandshakeError::NoSeat)?;
                     let (export, opened) = n.open(name).map_err(|error| HandshakeError::ExportName {
                         name: name.to_owned(),
                         error,
                     })?;
                     let flags = eflags(&opened.caps, n.structured_replies, export.thread_model());
                     codec::export_name_reply(&mut n.out, opened.size, flags, no_zeroes);
-                    Some(Some(n.negotiated(export, opened, name)))
+                    Some(Some(n.negotiated(export, opened, name, seat)))
                 }
                 OPT_ABORT => {
                     codec::option_reply(&mut n.out, option, REP_ACK, &[]);
@@ -124,7 +135,7 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
                     None
                 }
                 OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                    n.meta_context(option, &payload);
+                    n.meta_context(option, &payload)?;
                     None
                 }
                 _ => {
@@ -133,7 +144,7 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
                 }
             }
         };
-        w.write_all(&n.out)?;
+        n.flush()?;
         if let Some(chosen) = outcome {
             return Ok(chosen.map(|negotiated| (negotiated, transport)));
         }
@@ -141,17 +152,38 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
 }
 
 impl Negotiation<'_> {
+    /// Send the replies made so far.
+    fn flush(&mut self) -> io::Result<()> {
+        let mut w = self.transport;
+        w.write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
     fn error(&mut self, option: u32, reply: u32, message: &str) {
         codec::option_reply(&mut self.out, option, reply, message.as_bytes());
     }
 
-    fn negotiated(&self, export: Arc<Export>, opened: Opened, name: &str) -> Negotiated {
+    fn negotiated(&self, export: Arc<Export>, opened: Opened, name: &str, seat: Seat) -> Negotiated {
         Negotiated {
             export,
             opened,
             structured_replies: self.structured_replies,
             base_allocation: self.meta_export.as_deref() == Some(name),
+            seat,
         }
+    }
+
+    /// A seat for a client about to be served, or why there is none.
+    fn seat(&self) -> Result<Seat, String> {
+        self.server.seats.take().ok_or_else(|| {
+            let why = format!(
+                "too many connections: this server serves {} at once (--max-connections)",
+                self.server.seats.max()
+            );
+            log::warning!(self.server.log, "refused a client: {why}");
+            why
+        })
     }
 
     /// The export for `name`, opened: the default export "" stands for the name its layers
@@ -198,6 +230,17 @@ impl Negotiation<'_> {
                 return None;
             }
         };
+        // Taken before the export is opened: a refused client costs no instance.
+        let seat = match option {
+            OPT_GO => match self.seat() {
+                Ok(seat) => Some(seat),
+                Err(why) => {
+                    self.error(option, REP_ERR_UNKNOWN, &why);
+                    return None;
+                }
+            },
+            _ => None,
+        };
         let (export, opened) = match self.open(request.name) {
             Ok(opened) => opened,
             Err(e) => {
@@ -232,33 +275,42 @@ impl Negotiation<'_> {
             }
         }
         codec::option_reply(&mut self.out, option, REP_ACK, &[]);
-        (option == OPT_GO).then(|| self.negotiated(export, opened, request.name))
+        seat.map(|seat| self.negotiated(export, opened, request.name, seat))
     }
 
-    fn meta_context(&mut self, option: u32, payload: &[u8]) {
+    fn meta_context(&mut self, option: u32, payload: &[u8]) -> io::Result<()> {
         let set = option == OPT_SET_META_CONTEXT;
         let request = match codec::parse_meta_request(payload) {
             Ok(request) => request,
-            Err(InvalidOption(why)) => return self.error(option, REP_ERR_INVALID, why),
+            Err(InvalidOption(why)) => {
+                self.error(option, REP_ERR_INVALID, why);
+                return Ok(());
+            }
         };
         if set && !self.structured_replies {
-            return self.error(
+            self.error(
                 option,
                 REP_ERR_INVALID,
                 "SET_META_CONTEXT needs structured replies first",
             );
+            return Ok(());
         }
         if set {
             self.meta_export = None;
         }
-        let matched = codec::match_meta_queries(&request.queries, set);
+        let matched = codec::match_meta_queries(&request, set);
         let reply = codec::meta_context_payload(matched.context_id, BASE_ALLOCATION);
         for _ in 0..matched.replies {
             codec::option_reply(&mut self.out, option, REP_META_CONTEXT, &reply);
+            // nbdkit answers a repeated query repeatedly: send as we go, not all at once.
+            if self.out.len() >= STREAM_REPLIES_AT {
+                self.flush()?;
+            }
         }
         if matched.selects_base_allocation {
             self.meta_export = Some(request.export.to_owned());
         }
         codec::option_reply(&mut self.out, option, REP_ACK, &[]);
+        Ok(())
     }
 }

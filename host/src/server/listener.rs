@@ -122,6 +122,9 @@ impl Connections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<HangUp>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
     fn add(&self, id: u64, hang_up: Option<HangUp>) {
         self.lock().insert(id, hang_up);
     }
@@ -150,6 +153,9 @@ impl Connections {
 /// How long an idle client may hold up a shutdown before it is disconnected, and how long
 /// calls still running in components then have before they are cut off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long accepting pauses when the process is out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accept connections until the shutdown path fires, then wind down.
 pub fn accept_loop(listeners: Vec<Listener>, server: Arc<Server>) {
@@ -190,8 +196,23 @@ pub fn accept_loop(listeners: Vec<Listener>, server: Arc<Server>) {
 fn accept_one(listener: &Listener, server: &Arc<Server>, connections: &Arc<Connections>, id: u64) {
     let transport = match listener.accept() {
         Ok(transport) => transport,
-        Err(e) => return log::debug!(server.log, "accept: {e}"),
+        Err(e) => {
+            log::debug!(server.log, "accept: {e}");
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+            ) {
+                // The client stays queued and the listener readable: pause rather than spin.
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
+            return;
+        }
     };
+    // Clients still haggling may wait for a seat to free up, but only as many as could be
+    // served once more: beyond that a flood is closed before the greeting.
+    if connections.len() >= server.seats.max().saturating_mul(2) {
+        return log::debug!(server.log, "connection {id}: closed at once, too many connections");
+    }
     connections.add(id, transport.hang_up_handle().ok().flatten());
     let (thread_server, registry) = (server.clone(), connections.clone());
     let spawned = std::thread::Builder::new().name(format!("conn-{id}")).spawn(move || {

@@ -17,6 +17,7 @@ use crate::log::{self, Log};
 use crate::protocol::consts;
 use crate::protocol::NbdError;
 use crate::shutdown::Shutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 pub use transport::Transport;
 
@@ -26,6 +27,44 @@ pub struct Server {
     pub options: Options,
     pub shutdown: Shutdown,
     pub log: Log,
+    pub seats: Arc<Seats>,
+}
+
+/// Connections in the transmission phase, against `--max-connections`. A client takes a seat
+/// when it picks an export and gives it back when it disconnects; a client that finds none is
+/// refused at GO with a message, and the clients being served notice nothing.
+pub struct Seats {
+    max: usize,
+    taken: AtomicUsize,
+}
+
+/// One taken seat, given back when dropped.
+pub struct Seat(Arc<Seats>);
+
+impl Seats {
+    pub fn new(max: usize) -> Arc<Seats> {
+        Arc::new(Seats {
+            max,
+            taken: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn take(self: &Arc<Self>) -> Option<Seat> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Seat(self.clone()))
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Protocol options from the command line.

@@ -13,8 +13,15 @@ use crate::protocol::transmission::{self as codec, Command, Request};
 use crate::protocol::validate::{validate, ExportState};
 use crate::protocol::NbdError;
 use std::io::{self, IoSlice, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The largest request buffer a worker keeps for itself.
+const KEEP_WHILE_IDLE: usize = 1 << 20;
+
+/// How long a client must be quiet for a worker to give back a larger buffer.
+const IDLE_AFTER: Duration = Duration::from_millis(200);
 
 struct Connection<'a> {
     id: u64,
@@ -30,6 +37,11 @@ struct Connection<'a> {
     state: ExportState,
     /// Set on DISC, EOF or a broken stream: no more requests are read.
     closing: AtomicBool,
+    /// Buffers larger than [`KEEP_WHILE_IDLE`] between requests: the worker that reads the
+    /// next request frees them when the client goes quiet.
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// Buffers larger than [`KEEP_WHILE_IDLE`], in use or spare.
+    large_buffers: AtomicUsize,
 }
 
 /// What a request produced, besides an error.
@@ -46,6 +58,7 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         opened,
         structured_replies,
         base_allocation,
+        seat: _seat,
     } = negotiated;
     let state = ExportState {
         size: opened.size,
@@ -65,6 +78,8 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         opened,
         state,
         closing: AtomicBool::new(false),
+        spare: Mutex::default(),
+        large_buffers: AtomicUsize::new(0),
     };
     log::debug!(
         server.log,
@@ -92,7 +107,7 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
     });
 }
 
-fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -120,7 +135,27 @@ impl Connection<'_> {
                 log::debug!(self.server.log, "connection {}: writing a reply: {e}", self.id);
                 return self.close();
             }
+            if buf.capacity() > KEEP_WHILE_IDLE {
+                lock(&self.spare).push(std::mem::take(&mut buf));
+            }
         }
+    }
+
+    /// The first `len` bytes of `buf`, made large enough: with a spare buffer if there is one.
+    fn sized<'b>(&self, buf: &'b mut Vec<u8>, len: usize) -> &'b mut [u8] {
+        if buf.len() < len {
+            if let Some(spare) = lock(&self.spare).pop() {
+                *buf = spare;
+            }
+            if buf.len() < len {
+                let was_large = buf.capacity() > KEEP_WHILE_IDLE;
+                buf.resize(len, 0);
+                if !was_large && buf.capacity() > KEEP_WHILE_IDLE {
+                    self.large_buffers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        &mut buf[..len]
     }
 
     /// Read the next request (and a WRITE's payload into `buf`), validated. None once the
@@ -142,6 +177,13 @@ impl Connection<'_> {
     /// One request off the wire; None at EOF or DISC (requests already read still finish).
     fn read_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
         let mut reader = self.transport;
+        // Large buffers are kept while requests keep coming (allocating them again costs page
+        // faults), and given back once the client goes quiet: the reader waits in steps, and
+        // frees those set aside meanwhile at each step.
+        while self.large_buffers.load(Ordering::Relaxed) > 0 && !self.transport.wait_readable(IDLE_AFTER)? {
+            let freed = std::mem::take(&mut *lock(&self.spare)).len();
+            self.large_buffers.fetch_sub(freed, Ordering::Relaxed);
+        }
         let mut header = [0; codec::REQUEST_HEADER_LEN];
         if !read_exact_or_eof(&mut reader, &mut header)? {
             return Ok(None);
@@ -158,10 +200,7 @@ impl Connection<'_> {
         // step, unless it is too large to be worth draining.
         let payload = request.payload_len().map_err(io::Error::other)? as usize;
         if verdict.is_ok() {
-            if buf.len() < payload {
-                buf.resize(payload, 0);
-            }
-            reader.read_exact(&mut buf[..payload])?;
+            reader.read_exact(self.sized(buf, payload))?;
         } else {
             io::copy(&mut reader.take(payload as u64), &mut io::sink())?;
         }
@@ -175,14 +214,9 @@ impl Connection<'_> {
         let flag = |bit: u16| request.flags & bit != 0;
         let fua = Flags::NONE.with(Flags::FUA, flag(CMD_FLAG_FUA));
         match request.command {
-            Command::Read => {
-                let count = request.count as usize;
-                if buf.len() < count {
-                    buf.resize(count, 0);
-                }
-                ctx.pread(&mut buf[..count], offset, Flags::NONE)
-                    .map(|()| Outcome::Data)
-            }
+            Command::Read => ctx
+                .pread(self.sized(buf, request.count as usize), offset, Flags::NONE)
+                .map(|()| Outcome::Data),
             Command::Write => ctx
                 .pwrite(&buf[..request.count as usize], offset, fua)
                 .map(|()| Outcome::Done),

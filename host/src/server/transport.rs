@@ -3,10 +3,13 @@
 //! transmission workers share it by reference, reading under the connection's read lock
 //! and writing under its write lock, as nbdkit's `conn->recv` / `conn->send` do.
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 pub enum Transport {
     Tcp(TcpStream),
@@ -43,6 +46,26 @@ impl Transport {
             Transport::Tcp(s) => s.peer_addr().ok().map(|a| a.to_string()),
             Transport::Unix(_) => Some("unix".into()),
             Transport::Stdio { .. } => None,
+        }
+    }
+
+    fn input_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Transport::Tcp(s) => s.as_fd(),
+            Transport::Unix(s) => s.as_fd(),
+            Transport::Stdio { input, .. } => input.as_fd(),
+        }
+    }
+
+    /// Wait up to `timeout` for the client to send something (or hang up): false if it
+    /// stayed quiet.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut fds = [PollFd::new(self.input_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(ready) => Ok(ready > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(true),
+            Err(e) => Err(e.into()),
         }
     }
 

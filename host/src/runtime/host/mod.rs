@@ -4,6 +4,7 @@
 
 mod buffers;
 mod grants;
+mod network;
 mod next;
 mod services;
 
@@ -51,13 +52,15 @@ impl nbdbox::plugin::types::Host for StoreData {
 /// host interfaces, and the `plugin` import through which a filter reaches the layer below
 /// (plugins do not import it).
 pub(crate) fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
-    use nbdbox::plugin::{buffers, grants, host, types};
+    use nbdbox::plugin::{buffers, grants, host, http, streams, types};
     let mut linker = Linker::new(engine);
     super::wasi::add_to_linker(&mut linker)?;
     types::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     buffers::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     grants::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
+    http::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
+    streams::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     filter_world::nbdbox::plugin::plugin::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     Ok(linker)
 }
