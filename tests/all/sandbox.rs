@@ -286,3 +286,44 @@ fn compiled_code_cache_is_not_used_when_others_can_write_it() {
         "the private cache was not used"
     );
 }
+
+#[test]
+fn network_grants_refuse_everything_beyond_them() {
+    // net-probe, granted one nginx origin and one origin that holds every request, tries
+    // every way past them at get-ready; then it serves zeros.
+    let dir = TempDir::new("netprobe");
+    let root = dir.join("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("disk.img"), vec![0u8; 65536]).unwrap();
+    fs::write(root.join("huge.bin"), vec![7u8; 3 << 20]).unwrap();
+    let nginx = Nginx::start(&dir, &root, None);
+    let slow = FlakyOrigin::start(&dir, &root.join("disk.img"), "stall", 1, 0);
+    let probe = guest("net_probe.wasm");
+    let start = Instant::now();
+    let o = run_captive(
+        &[
+            "-v",
+            probe.to_str().unwrap(),
+            "64k",
+            &format!("url={}", nginx.url("disk.img")),
+            &format!("slow={}", slow.url()),
+        ],
+        "nbdinfo --size \"$uri\"",
+    );
+    assert_eq!(assert_success(&o).trim(), "65536", "{}", describe(&o));
+    let log = stderr(&o);
+    assert!(!log.contains("SUCCEEDED"), "an attempt got through:\n{log}");
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("net-probe:") && l.contains(": refused ("))
+        .count();
+    assert!(
+        refused >= 12,
+        "every attempt must be logged as refused ({refused}):\n{log}"
+    );
+    assert!(log.contains("the granted URL answers: 65536 bytes"), "{log}");
+    // The held request was cut by its timeout, not waited for.
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    // Nothing reached another host or the huge file through a smuggled header.
+    assert!(!nginx.log().contains("127.0.0.2"), "{}", nginx.log());
+}

@@ -92,6 +92,17 @@ pub mod grants {
     };
 }
 
+/// Remote objects over HTTP(S), at origins granted by config keys of kind [`Kind::Url`].
+pub mod http {
+    pub use crate::bindings::nbdbox::plugin::http::{open, Header, Method, Object, Options, Origin, Response};
+}
+
+/// Byte streams to endpoints granted by config keys of kind [`Kind::NbdUri`],
+/// [`Kind::UnixSocket`] or [`Kind::TcpHost`].
+pub mod streams {
+    pub use crate::bindings::nbdbox::plugin::streams::{connect, Socket};
+}
+
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
@@ -131,6 +142,16 @@ pub enum Kind {
     Directory,
     /// A path whose existence the component may test: [`grants::exists`].
     TriggerFile,
+    /// An http(s) URL whose origin the plugin may reach: [`http::open`].
+    Url,
+    /// An `nbd://` or `nbd+unix://` URI whose server the plugin may connect to:
+    /// [`streams::connect`].
+    NbdUri,
+    /// A Unix socket the plugin may connect to: [`streams::connect`].
+    UnixSocket,
+    /// A host and a port the plugin may connect to together: [`streams::connect`].
+    TcpHost,
+    TcpPort,
 }
 
 impl Kind {
@@ -145,6 +166,11 @@ impl Kind {
             Kind::OutputFile => "output-file",
             Kind::Directory => "directory",
             Kind::TriggerFile => "trigger-file",
+            Kind::Url => "url",
+            Kind::NbdUri => "nbd-uri",
+            Kind::UnixSocket => "unix-socket",
+            Kind::TcpHost => "tcp-host",
+            Kind::TcpPort => "tcp-port",
         }
     }
 }

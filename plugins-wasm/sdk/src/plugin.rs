@@ -23,6 +23,10 @@ pub trait Plugin: Default + 'static {
     const MAGIC_CONFIG_KEY: Option<&'static str> = None;
     /// Every key the plugin accepts, with its kind and `--help` text.
     const CONFIG_KEYS: &'static [Key] = &[];
+    /// True when keys it does not declare reach [`Plugin::config`] too, as text, instead of
+    /// being refused (nbdkit's data plugin takes any other key as a `$VAR` for its
+    /// expressions). Such keys are never grants.
+    const ACCEPTS_OTHER_KEYS: bool = false;
     /// The most concurrency the plugin allows; [`Plugin::thread_model`] may lower it.
     const THREAD_MODEL: ThreadModel = ThreadModel::Parallel;
     /// True when every connection must reach this one instance because it keeps the disk in
@@ -239,7 +243,7 @@ impl<P: Plugin + Version> Guest for Adapter<P> {
                 "this plugin does not need command line configuration",
             ));
         }
-        if !meta.declares(&key) {
+        if !meta.declares(&key) && !P::ACCEPTS_OTHER_KEYS {
             return Err(unknown_key(&key));
         }
         layer::with_mut(|plugin: &mut P| plugin.config(&key, &value))

@@ -8,13 +8,18 @@
 //! the protocol constants).
 
 mod clients;
+mod compare;
+mod origins;
 mod process;
 mod raw_client;
 mod server;
 mod temp;
 mod tools;
+mod upstreams;
 
 pub use clients::{export_names, nbdkit_captive, nbdsh, pid_alive, run_tool, shell};
+pub use compare::{both, both_on_copies, same_as_nbdkit, sparse_image, INFO_AND_MAP};
+pub use origins::{FlakyOrigin, Nginx, TestPki};
 pub use process::{
     assert_exit1, assert_success, describe, nbdbox, recorded, run_captive, run_captive_timeout, run_with_timeout,
     shell_quote, stderr, stdout, value, DEFAULT_TIMEOUT,
@@ -23,3 +28,4 @@ pub use raw_client::{be16_of, be32_of, be64_of, info_payload, meta_payload, nbd,
 pub use server::{free_port, Server};
 pub use temp::{disk, pattern, TempDir};
 pub use tools::{bin, child_path, filter_arg, guest, guest_arg, prog_name, tool};
+pub use upstreams::{NbdUpstream, S3rver};
