@@ -23,6 +23,10 @@ struct Guest {
     name: String,
     /// The `.wasm` file cargo writes (the crate name with `-` as `_`).
     stem: String,
+    /// The crate's folder, relative to the repository.
+    folder: String,
+    /// A built-in's one line, from the NAME section of its README.md.
+    summary: Option<String>,
 }
 
 fn main() {
@@ -73,13 +77,43 @@ fn read_guests(guests_dir: &Path) -> Vec<Guest> {
             "{}: role must be plugin, filter or test",
             manifest_path.display()
         );
+        let folder = format!("plugins-wasm/{}", member.as_str().unwrap());
+        let name = field("name");
+        let summary = (role != "test").then(|| readme_summary(&guests_dir.join(member.as_str().unwrap()), &name));
         guests.push(Guest {
             role,
-            name: field("name"),
+            name,
             stem: package["name"].as_str().unwrap().replace('-', "_"),
+            folder,
+            summary,
         });
     }
     guests
+}
+
+/// The line under `## NAME` in a built-in's README.md (`NAME - what it does (nbdkit-...)`),
+/// without the name and the reference to nbdkit's page: the one place a built-in says what
+/// it is, which the top-level README's tables are generated from.
+fn readme_summary(folder: &Path, name: &str) -> String {
+    let path = folder.join("README.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: every built-in needs a README.md: {e}", path.display()));
+    let line = text
+        .lines()
+        .skip_while(|l| l.trim() != "## NAME")
+        .skip(1)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("{}: no line under `## NAME`", path.display()));
+    let what = line
+        .split_once(" - ")
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("{}: the NAME line must read `{name} - what it does`", path.display()))
+        .1;
+    let what = match what.rfind(" (nbdkit-") {
+        Some(at) if what.ends_with(')') => &what[..at],
+        _ => what,
+    };
+    what.trim().to_owned()
 }
 
 fn read_toml(path: &Path) -> toml::Table {
@@ -135,8 +169,22 @@ fn test_macros(guests: &[Guest]) -> String {
             writeln!(builtins, "        $m!({}_{});", guest.role, ident(&guest.name)).unwrap();
         }
     }
+    let mut tables = String::new();
+    for role in ["plugin", "filter"] {
+        writeln!(tables, "| {role} | what |\n|---|---|").unwrap();
+        let mut of_role: Vec<&Guest> = guests.iter().filter(|g| g.role == role).collect();
+        of_role.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        for guest in of_role {
+            let summary = guest.summary.as_deref().unwrap_or_default();
+            writeln!(tables, "| [`{}`]({}/README.md) | {summary} |", guest.name, guest.folder).unwrap();
+        }
+        tables.push('\n');
+    }
     format!(
-        "/// Calls `$m!(plugin_NAME)` / `$m!(filter_NAME)` for every built-in component.\n\
+        "/// The top-level README's tables of built-in plugins and filters.\n\
+         #[allow(dead_code)]\n\
+         const BUILTIN_TABLES: &str = {tables:?};\n\
+         /// Calls `$m!(plugin_NAME)` / `$m!(filter_NAME)` for every built-in component.\n\
          macro_rules! foreach_builtin {{\n    ($m:ident) => {{\n{builtins}    }};\n}}\n\
          /// Calls `$m!(NAME)` for every test component.\n\
          macro_rules! foreach_test_component {{\n    ($m:ident) => {{\n{tests}    }};\n}}\n"

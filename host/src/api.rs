@@ -217,6 +217,8 @@ pub enum ConfigKind {
     /// A host, and a port, the component may connect to together.
     TcpHost,
     TcpPort,
+    /// A secret the host reads as nbdkit_read_password does, before `config` sees it.
+    Password,
 }
 
 impl ConfigKind {
@@ -235,6 +237,7 @@ impl ConfigKind {
             "unix-socket" => ConfigKind::UnixSocket,
             "tcp-host" => ConfigKind::TcpHost,
             "tcp-port" => ConfigKind::TcpPort,
+            "password" => ConfigKind::Password,
             _ => return None,
         })
     }
@@ -253,6 +256,7 @@ impl ConfigKind {
             ConfigKind::UnixSocket => "unix-socket",
             ConfigKind::TcpHost => "tcp-host",
             ConfigKind::TcpPort => "tcp-port",
+            ConfigKind::Password => "password",
         }
     }
 
@@ -266,7 +270,10 @@ impl ConfigKind {
 
     /// Whether a value of this kind is a grant the host holds for the component.
     pub fn is_grant(self) -> bool {
-        !matches!(self, ConfigKind::Text | ConfigKind::Size | ConfigKind::Bool)
+        !matches!(
+            self,
+            ConfigKind::Text | ConfigKind::Size | ConfigKind::Bool | ConfigKind::Password
+        )
     }
 }
 

@@ -25,6 +25,7 @@ pub mod config;
 pub mod lifecycle;
 pub mod log;
 pub mod parse;
+pub mod password;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

@@ -72,6 +72,7 @@ mod plugin_sparse_random;
 mod plugin_tar;
 mod plugin_zero;
 mod protocol_raw;
+mod readme;
 mod sandbox;
 mod third_party;
 

@@ -94,6 +94,39 @@ fn redirects_stay_on_the_granted_origin() {
 }
 
 #[test]
+fn passwords_are_read_as_nbdkit_reads_them() {
+    let dir = TempDir::new("curlpw");
+    let (root, _) = image(&dir, 65536);
+    let nginx = Nginx::start(&dir, &root, None);
+    let url = nginx.url("disk.img");
+    let file = dir.join("password");
+    fs::write(&file, "from-a-file\n").unwrap();
+    let from_file = format!("password=+{}", file.display());
+    // The same secret from a file, and from descriptor 3 given by the shell.
+    let from_fd = format!(
+        "exec 3<{}; exec {} -U - curl {url} user=bob password=-3 --run 'nbdcopy \"$uri\" null:'",
+        shell_quote(file.to_str().unwrap()),
+        shell_quote(bin().to_str().unwrap())
+    );
+    assert_success(&run_captive(
+        &["curl", &url, "user=bob", &from_file],
+        "nbdcopy \"$uri\" null:",
+    ));
+    assert_success(&run_tool("sh", &["-c", &from_fd], None));
+    // "bob:from-a-file" in base64, twice; the secret is never in a message.
+    let basic = "\"Basic Ym9iOmZyb20tYS1maWxl\"";
+    let gets = nginx
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("GET ") && l.contains(basic))
+        .count();
+    assert!(gets >= 2, "{}", nginx.log());
+    let o = run_captive(&["curl", &url, "password=+/nonexistent/pw"], "echo RAN");
+    assert_exit1(&o);
+    assert!(stderr(&o).contains("password: +/nonexistent/pw"), "{}", describe(&o));
+}
+
+#[test]
 fn only_http_urls_can_be_granted() {
     for url in ["file:///etc/passwd", "ftp://127.0.0.1/disk.img", "/etc/passwd"] {
         let o = run_captive(&["curl", &format!("url={url}")], "echo RAN");

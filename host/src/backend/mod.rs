@@ -22,7 +22,8 @@ pub mod rules;
 pub use context::Context;
 pub use layer::Layer;
 
-use crate::api::{Error, ExportEntry, ThreadModel};
+use crate::api::{ConfigKind, Error, ExportEntry, ThreadModel};
+use crate::password;
 use crate::runtime::grants::{self, Grant, Grants};
 use crate::runtime::network::{self, NetGrant};
 use crate::runtime::{LayerComponent, LayerEnv, Limits, Process};
@@ -41,6 +42,15 @@ pub struct ExportSpec {
     pub limits: Limits,
     /// The most requests one connection may have in the layers at once (`-t`).
     pub threads: usize,
+    /// Whether stdin may be read (for a password given as `-`): not under `-s`.
+    pub stdin_free: bool,
+}
+
+impl ExportSpec {
+    /// Outermost first.
+    fn layers(&self) -> impl Iterator<Item = &Arc<LayerComponent>> + Clone {
+        self.filters.iter().chain([&self.plugin])
+    }
 }
 
 /// How far configuration goes.
@@ -78,7 +88,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// layer declares is opened once, by the host, before any component is configured.
 fn open_grants(spec: &ExportSpec) -> Result<Grants, ConfigError> {
     let mut grants = Grants::default();
-    let layers = spec.filters.iter().chain([&spec.plugin]);
+    let layers = spec.layers();
     for (key, value) in &spec.params {
         if grants.contains(key) {
             continue;
@@ -99,7 +109,7 @@ fn open_grants(spec: &ExportSpec) -> Result<Grants, ConfigError> {
             Kind::UnixSocket => net(network::unix_socket_grant(value)),
             Kind::TcpHost => net(network::tcp_host_grant(value)),
             Kind::TcpPort => net(network::tcp_port_grant(value)),
-            Kind::Text | Kind::Size | Kind::Bool => continue,
+            Kind::Text | Kind::Size | Kind::Bool | Kind::Password => continue,
         };
         grants.insert(key, grant.map_err(|e| ConfigError(format!("{key}={value}: {e}")))?);
     }
@@ -133,8 +143,17 @@ impl Export {
         let top = layers[0].clone();
         let failed = |what: &str, e: Error| ConfigError(format!("{what}: {e}"));
         for (key, value) in &spec.params {
-            top.config(key, value)
-                .map_err(|e| failed(&format!("{key}={value}"), e))?;
+            let kind = spec.layers().find_map(|l| l.info.key(key)).map(|k| k.kind);
+            if kind == Some(ConfigKind::Password) {
+                // The secret goes to the component, never into a message.
+                let secret =
+                    password::read_password(value, spec.stdin_free).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+                top.config(key, &secret)
+                    .map_err(|e| failed(&format!("{key}=<secret>"), e))?;
+            } else {
+                top.config(key, value)
+                    .map_err(|e| failed(&format!("{key}={value}"), e))?;
+            }
         }
         if stage == Stage::Serve {
             top.config_complete().map_err(|e| failed("config-complete", e))?;

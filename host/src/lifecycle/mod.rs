@@ -90,6 +90,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         readonly: config.export.readonly,
         limits,
         threads: config.server.threads,
+        stdin_free: config.listen != Listen::Stdio,
     };
     if config.action == Action::DumpPlugin {
         let export = Export::configure(spec, Stage::Describe, &process)?;

@@ -152,6 +152,9 @@ pub enum Kind {
     /// A host and a port the plugin may connect to together: [`streams::connect`].
     TcpHost,
     TcpPort,
+    /// A secret, read by the host as nbdkit reads passwords (`+FILE`, `-`, `-FD`, or the value
+    /// itself): `config` gets the secret.
+    Password,
 }
 
 impl Kind {
@@ -171,6 +174,7 @@ impl Kind {
             Kind::UnixSocket => "unix-socket",
             Kind::TcpHost => "tcp-host",
             Kind::TcpPort => "tcp-port",
+            Kind::Password => "password",
         }
     }
 }

@@ -91,8 +91,8 @@ impl Plugin for Curl {
         Key::new("user", Kind::Text, "user=<USER>  User for basic authentication."),
         Key::new(
             "password",
-            Kind::Text,
-            "password=<PASSWORD>  Password for basic authentication.",
+            Kind::Password,
+            "password=<PASSWORD>|+FILE|-|-FD  Password for basic authentication.",
         ),
         Key::new("user-agent", Kind::Text, "user-agent=<STRING>  The User-Agent header."),
         Key::new(
