@@ -173,7 +173,7 @@ fn test_macros(guests: &[Guest]) -> String {
     for role in ["plugin", "filter"] {
         writeln!(tables, "| {role} | what |\n|---|---|").unwrap();
         let mut of_role: Vec<&Guest> = guests.iter().filter(|g| g.role == role).collect();
-        of_role.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        of_role.sort_by_key(|g| g.name.to_lowercase());
         for guest in of_role {
             let summary = guest.summary.as_deref().unwrap_or_default();
             writeln!(tables, "| [`{}`]({}/README.md) | {summary} |", guest.name, guest.folder).unwrap();

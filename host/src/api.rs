@@ -206,6 +206,9 @@ pub enum ConfigKind {
     /// A file the host creates if missing and opens for appending.
     OutputFile,
     Directory,
+    /// A file, or a directory, the host opens read-only whatever `-r` says.
+    InputFile,
+    InputDirectory,
     /// A path whose existence the component may test, nothing more.
     TriggerFile,
     /// An http(s) URL whose origin the component may reach.
@@ -231,6 +234,8 @@ impl ConfigKind {
             "file" => ConfigKind::File,
             "output-file" => ConfigKind::OutputFile,
             "directory" => ConfigKind::Directory,
+            "input-file" => ConfigKind::InputFile,
+            "input-directory" => ConfigKind::InputDirectory,
             "trigger-file" => ConfigKind::TriggerFile,
             "url" => ConfigKind::Url,
             "nbd-uri" => ConfigKind::NbdUri,
@@ -250,6 +255,8 @@ impl ConfigKind {
             ConfigKind::File => "file",
             ConfigKind::OutputFile => "output-file",
             ConfigKind::Directory => "directory",
+            ConfigKind::InputFile => "input-file",
+            ConfigKind::InputDirectory => "input-directory",
             ConfigKind::TriggerFile => "trigger-file",
             ConfigKind::Url => "url",
             ConfigKind::NbdUri => "nbd-uri",

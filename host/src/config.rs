@@ -1,6 +1,8 @@
 //! What to run, as one value: the command line builds it (`cli`), the lifecycle carries it
 //! out. Combinations that cannot work are refused here, before anything is loaded.
 
+pub mod file;
+
 use crate::runtime::Limits;
 use std::path::PathBuf;
 
@@ -16,12 +18,28 @@ pub struct Config {
     /// Captive mode: the command to run once listening.
     pub run: Option<String>,
     pub exit_with_parent: bool,
+    /// `-u` / `-g`: who to become once listening (nbdkit's change_user).
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// `-e`: the export name `$exportname` and `$uri` carry.
     pub exportname: Option<String>,
     pub server: ServerOptions,
-    pub export: ExportConfig,
+    /// What clients may choose among: the command line's one export, or a config file's.
+    pub exports: Vec<ExportConfig>,
+    /// The export a client asking for "" gets, by name (a config file's `default-export`).
+    pub default_export: Option<String>,
+    /// `--config FILE`: where the exports came from, read again on SIGHUP.
+    pub config_file: Option<file::Source>,
     /// What all component instances together may hold, in bytes (`--memory-budget`).
     pub memory_budget: u64,
+    /// `-D NAME.FLAG=N`, in command-line order.
+    pub debug_flags: Vec<crate::lifecycle::debug_flags::DebugFlag>,
+    /// `--log`: where errors and warnings go.
+    pub log_to: crate::log::LogTo,
+    /// `--name`: what log lines are tagged with, `nbdbox[NAME]`.
+    pub name: Option<String>,
+    /// `--print-uri`: print the endpoint's URI once listening.
+    pub print_uri: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +51,14 @@ pub enum Action {
     DumpConfig,
     /// `--help`, with the layers' parameters when a plugin is named.
     Help,
+    /// `--dump-config-toml`: print the configuration file equivalent to the command line.
+    DumpConfigToml,
+    /// `--version`, with each layer's version when a plugin is named.
+    Version,
+    /// `--short-options` (false) or `--long-options` (true): the option names, for completion.
+    ListOptions {
+        long: bool,
+    },
 }
 
 /// Where clients connect.
@@ -55,18 +81,51 @@ pub enum UnixSocket {
     Path(PathBuf),
 }
 
-#[derive(Clone, Copy, Debug)]
+/// `--tls`: nbdkit's three modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS is refused.
+    Off,
+    /// The client chooses.
+    On,
+    /// Nothing but STARTTLS and ABORT is answered before TLS.
+    Require,
+}
+
+/// TLS as the command line gives it; `server::tls` loads the credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// None: nbdkit's default (on when credentials load, off otherwise).
+    pub mode: Option<TlsMode>,
+    pub certificates: Option<PathBuf>,
+    pub psk: Option<PathBuf>,
+    pub verify_peer: bool,
+}
+
+#[derive(Clone, Debug)]
 pub struct ServerOptions {
     pub no_structured_replies: bool,
     pub handshake_mask: u16,
     pub threads: usize,
     /// Connections served at once; later ones are refused at GO (`--max-connections`).
     pub max_connections: usize,
+    pub tls: TlsSettings,
+    /// `--timeout`: how long a client may take from connecting to the end of negotiation.
+    pub handshake_timeout: Option<std::time::Duration>,
+    /// `--keepalive`: SO_KEEPALIVE on TCP connections.
+    pub keepalive: bool,
+    /// `--no-mc`: meta contexts are not offered.
+    pub no_meta_contexts: bool,
 }
 
 /// One export: its layers, their parameters and limits.
 #[derive(Clone, Debug)]
 pub struct ExportConfig {
+    /// The name that selects it; None (the command line's) serves every name, its layers
+    /// deciding what a name means, as nbdkit's one stack does.
+    pub name: Option<String>,
+    /// What NBD_OPT_LIST says of it, beside its name.
+    pub description: Option<String>,
     /// A built-in name or a path to a `.wasm` component.
     pub plugin: Option<String>,
     /// Outermost first.
@@ -74,6 +133,10 @@ pub struct ExportConfig {
     pub params: Vec<Param>,
     pub readonly: bool,
     pub limits: Limits,
+    /// The sha256 digests component files must have (a config file's `sha256`).
+    pub pins: Vec<file::Pin>,
+    /// Where a config file wrote this export, to check once its layers are loaded.
+    pub written: Option<file::Written>,
 }
 
 /// One parameter as given: `key=value`, or a bare value for the plugin's magic key.
@@ -126,14 +189,16 @@ impl Config {
         if self.listen == Listen::Stdio && (self.run.is_some() || self.action == Action::DumpPlugin) {
             return refuse("-s cannot be used with --run or --dump-plugin");
         }
-        if self.export.limits.call_timeout.is_zero() {
-            return refuse("--call-timeout must be a positive number of seconds");
-        }
-        if self.export.limits.memory > self.memory_budget {
-            return Err(ConfigError(format!(
-                "--memory-limit ({} bytes) is larger than --memory-budget ({} bytes): no instance could start",
-                self.export.limits.memory, self.memory_budget
-            )));
+        for export in &self.exports {
+            if export.limits.call_timeout.is_zero() {
+                return refuse("--call-timeout must be a positive number of seconds");
+            }
+            if export.limits.memory > self.memory_budget {
+                return Err(ConfigError(format!(
+                    "--memory-limit ({} bytes) is larger than --memory-budget ({} bytes): no instance could start",
+                    export.limits.memory, self.memory_budget
+                )));
+            }
         }
         if self.server.max_connections == 0 {
             return refuse("--max-connections must be at least 1");

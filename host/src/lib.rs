@@ -14,7 +14,8 @@
 //! * [`backend`]: nbdkit's backend layer: per-layer contexts and the gate between layers.
 //! * [`runtime`]: wasmtime: components, instances, the host side of the WIT interfaces.
 //! * [`api`]: the values that cross between layers, free of WIT and wasmtime.
-//! * [`config`], [`cli`]: what to run, and the command line that says so.
+//! * [`config`], [`cli`]: what to run, and the command line (or the TOML file, `config::file`)
+//!   that says so.
 //! * [`lifecycle`]: the process: startup order, daemonizing, `--run`, exit.
 //! * [`shutdown`], [`log`]: values handed down to whatever needs them.
 

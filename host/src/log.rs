@@ -1,10 +1,15 @@
-//! Operator messages on stderr, as a value handed to whatever logs: `nbdbox: error: ...`
-//! always, debug lines only with `-v`. Lines from components are escaped, truncated and
-//! rate-limited here, so a component can neither forge a host line nor flood the log.
+//! Operator messages, as a value handed to whatever logs: `nbdbox: error: ...` always, debug
+//! lines only with `-v`. Errors and warnings go where `--log` says (nbdkit(1): stderr, syslog,
+//! nowhere, or appended to a file; by default stderr, or syslog once daemonized); debug lines
+//! always go to stderr. Lines from components are escaped, truncated and rate-limited here,
+//! so a component can neither forge a host line nor flood the log.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fmt;
+use std::fs::File;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,8 +18,53 @@ pub struct Log(Arc<Settings>);
 
 struct Settings {
     verbose: bool,
+    /// `nbdbox`, or `nbdbox[NAME]` with `--name`: what every line starts with.
+    program: String,
+    /// Where errors and warnings go; `Default` until the process daemonizes.
+    sink: Mutex<Sink>,
     /// Each component's log allowance, by name.
     allowances: Mutex<HashMap<String, Allowance>>,
+}
+
+/// `--log`: where errors and warnings go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LogTo {
+    /// stderr in the foreground, syslog once daemonized (`--log=default` or no `--log`).
+    #[default]
+    Default,
+    Stderr,
+    Syslog,
+    /// Discarded.
+    Null,
+    /// Appended to this file (an absolute path).
+    File(PathBuf),
+}
+
+impl LogTo {
+    /// nbdkit's `--log` values: `stderr`, `syslog`, `null`, `default` or an absolute path.
+    pub fn parse(value: &str) -> Result<LogTo, String> {
+        Ok(match value {
+            "default" => LogTo::Default,
+            "stderr" => LogTo::Stderr,
+            "syslog" => LogTo::Syslog,
+            "null" => LogTo::Null,
+            path if path.starts_with('/') => LogTo::File(path.into()),
+            _ => {
+                return Err(format!(
+                    "'{value}' is not stderr, syslog, null, default or an absolute path"
+                ))
+            }
+        })
+    }
+}
+
+/// An open destination for errors and warnings.
+enum Sink {
+    Default,
+    Stderr,
+    Syslog,
+    Null,
+    File(File),
 }
 
 /// What one component may still log: a token bucket of bytes.
@@ -66,15 +116,51 @@ pub enum Level {
 const MAX_COMPONENT_MESSAGE: usize = 4096;
 
 impl Log {
+    /// Everything on stderr, as before any option is read.
     pub fn new(verbose: bool) -> Log {
+        Log::build(verbose, Sink::Default, None)
+    }
+
+    /// The log `-v`, `--log` and `--name` ask for; a `--log` file is opened (created if need
+    /// be) for appending now, so a path that cannot be written is a startup error.
+    pub fn configured(verbose: bool, to: &LogTo, name: Option<&str>) -> std::io::Result<Log> {
+        let sink = match to {
+            LogTo::Default => Sink::Default,
+            LogTo::Stderr => Sink::Stderr,
+            LogTo::Syslog => Sink::Syslog,
+            LogTo::Null => Sink::Null,
+            LogTo::File(path) => Sink::File(std::fs::OpenOptions::new().append(true).create(true).open(path)?),
+        };
+        Ok(Log::build(verbose, sink, name))
+    }
+
+    fn build(verbose: bool, sink: Sink, name: Option<&str>) -> Log {
+        let program = match name {
+            Some(name) => format!("nbdbox[{}]", sanitize(name)),
+            None => "nbdbox".to_owned(),
+        };
+        if matches!(sink, Sink::Syslog | Sink::Default) {
+            open_syslog(&program);
+        }
         Log(Arc::new(Settings {
             verbose,
+            program,
+            sink: Mutex::new(sink),
             allowances: Mutex::default(),
         }))
     }
 
     pub fn verbose(&self) -> bool {
         self.0.verbose
+    }
+
+    /// The process went into the background, its stderr to /dev/null: errors now go to
+    /// syslog unless `--log` chose otherwise (nbdkit(1), `--log=default`).
+    pub fn daemonized(&self) {
+        let mut sink = self.0.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*sink, Sink::Default) {
+            *sink = Sink::Syslog;
+        }
     }
 
     pub fn line(&self, level: Level, args: fmt::Arguments<'_>) {
@@ -84,9 +170,29 @@ impl Log {
             Level::Info | Level::Debug if !self.0.verbose => return,
             Level::Info | Level::Debug => "debug",
         };
-        // One write per line, so lines from several threads do not interleave.
-        let line = format!("nbdbox: {tag}: {args}\n");
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let program = &self.0.program;
+        if tag == "debug" {
+            return write_stderr(&format!("{program}: debug: {args}\n"));
+        }
+        let mut sink = self.0.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *sink {
+            Sink::Default | Sink::Stderr => write_stderr(&format!("{program}: {tag}: {args}\n")),
+            Sink::Null => {}
+            Sink::File(file) => {
+                let _ = file.write_all(format!("{program}: {tag}: {args}\n").as_bytes());
+            }
+            Sink::Syslog => {
+                let priority = if level == Level::Error {
+                    libc::LOG_ERR
+                } else {
+                    libc::LOG_WARNING
+                };
+                let message = CString::new(format!("{tag}: {args}").replace('\0', "\\0")).unwrap_or_default();
+                // SAFETY: both strings are NUL-terminated and live across the call; the
+                // format takes exactly the one string argument given.
+                unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+            }
+        }
     }
 
     /// A message a component logged (`host.log`, or its stdout/stderr), tagged with its name.
@@ -112,6 +218,27 @@ impl Log {
         }
         self.line(level, format_args!("{name}: {message}"));
     }
+}
+
+/// One write per line, so lines from several threads do not interleave.
+fn write_stderr(line: &str) {
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// openlog(3) keeps the identity pointer: it is leaked, once per process.
+fn open_syslog(program: &str) {
+    static OPENED: std::sync::Once = std::sync::Once::new();
+    OPENED.call_once(|| {
+        let ident = CString::new(program).unwrap_or_default();
+        // SAFETY: the identity string lives for the rest of the process.
+        unsafe {
+            libc::openlog(
+                Box::leak(ident.into_boxed_c_str()).as_ptr(),
+                libc::LOG_PID,
+                libc::LOG_DAEMON,
+            )
+        };
+    });
 }
 
 /// Control characters escaped (`\n`, `\x1b`), at most [`MAX_COMPONENT_MESSAGE`] bytes kept.
@@ -154,6 +281,14 @@ pub(crate) use {debug, error, warning};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_destinations() {
+        assert_eq!(LogTo::parse("stderr"), Ok(LogTo::Stderr));
+        assert_eq!(LogTo::parse("default"), Ok(LogTo::Default));
+        assert_eq!(LogTo::parse("/var/log/x"), Ok(LogTo::File("/var/log/x".into())));
+        assert!(LogTo::parse("relative.log").unwrap_err().contains("absolute"));
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -6,7 +6,7 @@
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,8 +68,9 @@ impl Shutdown {
         self.0.wake_read.as_fd()
     }
 
-    /// INT, QUIT, TERM and HUP request this shutdown (nbdkit's server/signals.c); PIPE is
-    /// ignored, since a client that goes away mid-reply is that connection's problem.
+    /// INT, QUIT, TERM and HUP request this shutdown (nbdkit's server/signals.c), HUP only
+    /// until [`reload_on_hangup`]; PIPE is ignored, since a client that goes away mid-reply
+    /// is that connection's problem.
     pub fn handle_signals(&self) {
         use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
         // A handler takes no arguments: it reaches the handle through this one pointer, made
@@ -122,7 +123,37 @@ impl Inner {
 /// The shutdown a signal requests (see `Shutdown::handle_signals`).
 static SIGNAL_TARGET: AtomicPtr<Inner> = AtomicPtr::new(std::ptr::null_mut());
 
-extern "C" fn on_signal(_: nix::libc::c_int) {
+/// The last signal that requested the shutdown; 0 for none.
+static SIGNAL_RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that requested the shutdown, if one did (captive mode passes it on to the
+/// command, so that the command does not run on without its server).
+pub fn signal_received() -> Option<i32> {
+    Some(SIGNAL_RECEIVED.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
+}
+
+/// The pipe SIGHUP writes to once a configuration file can be read again; -1 until then.
+static HANGUP_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// From now on SIGHUP asks for a reload instead of a shutdown: the descriptor returned
+/// becomes readable after each one. Its other end stays open for the life of the process.
+pub fn reload_on_hangup() -> std::io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::IntoRawFd;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    HANGUP_PIPE.store(write.into_raw_fd(), Ordering::SeqCst);
+    Ok(read)
+}
+
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    let hangups = HANGUP_PIPE.load(Ordering::SeqCst);
+    if signal == nix::libc::SIGHUP && hangups >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the descriptor is never closed. A full pipe
+        // is fine: a reload is pending already.
+        let _ = unsafe { nix::libc::write(hangups, b"h".as_ptr().cast(), 1) };
+        return;
+    }
+    SIGNAL_RECEIVED.store(signal, Ordering::SeqCst);
     let target = SIGNAL_TARGET.load(Ordering::SeqCst);
     if !target.is_null() {
         // SAFETY: set from a leaked Arc, never freed while it is the target.

@@ -391,3 +391,18 @@ fn file_fd_stays_consistent_after_external_write() {
     assert_eq!(c.read(4096, 16).unwrap(), b"EXTERNAL-CHANGE!");
     c.disconnect();
 }
+
+#[test]
+fn empty_dir_lists_no_export_as_nbdkit() {
+    tool("nbdinfo");
+    let dir = TempDir::new("fempty");
+    let d = dir.join("none");
+    fs::create_dir(&d).unwrap();
+    let args = ["file".to_owned(), format!("dir={}", d.display())];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let list = "nbdinfo --list --json \"$uri\"";
+    let ours = export_names(&assert_success(&run_captive(&args, list)));
+    let theirs = export_names(&assert_success(&nbdkit_captive(&args, list)));
+    assert!(theirs.is_empty(), "reference listing: {theirs:?}");
+    assert_eq!(ours, theirs);
+}

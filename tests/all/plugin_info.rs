@@ -105,12 +105,7 @@ print("value", clock())
 fn version_is_nbdboxs() {
     let dir = TempDir::new("infoversion");
     let out = assert_success(&run_captive(&["info", "version"], &read_export(&dir, "")));
-    let version = stdout(&nbdbox(&["--version"]))
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let version = value(&stdout(&nbdbox(&["--dump-config"])).replace('=', " "), "nbdbox_version");
     assert_eq!(out.trim(), format!("{} b'{version}' True", version.len()));
 }
 

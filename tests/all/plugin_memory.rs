@@ -120,3 +120,37 @@ fn memory_limit_gives_enospc() {
     let st = srv.stop();
     assert_eq!(st.signal(), None);
 }
+
+#[test]
+fn malloc_allocator_is_data_throughout_as_nbdkit() {
+    tool("nbdinfo");
+    tool("qemu-io");
+    // nbdkit's malloc allocator reports the whole disk as data, before and after writes.
+    let script = "nbdinfo --map \"$uri\" && \
+                  qemu-io -f raw -c 'write -P 0x5a 1000 3000' -c 'write -z 0 1500' \"$uri\" >/dev/null && \
+                  nbdinfo --map \"$uri\" && nbdcopy \"$uri\" - | md5sum";
+    let out = same_as_nbdkit(&["memory", "1M", "allocator=malloc"], script);
+    assert!(out.starts_with("         0     1048576    0  data\n"), "{out}");
+    // The same writes on the default (sparse) allocator read back the same bytes.
+    let sparse = same_as_nbdkit(&["memory", "1M", "allocator=sparse"], script);
+    assert_eq!(sparse.lines().last(), out.lines().last());
+    assert_success(&run_captive(&["memory", "1M", "allocator=malloc,mlock=false"], "true"));
+}
+
+#[test]
+fn allocators_nbdbox_cannot_offer_are_refused_by_name() {
+    for (allocator, why) in [
+        ("zstd", "zstd"),
+        ("malloc,mlock=true", "mlock"),
+        ("nosuch", "nosuch"),
+        ("malloc,nosuch=1", "nosuch"),
+    ] {
+        let o = run_captive(&["memory", "1M", &format!("allocator={allocator}")], "echo RAN");
+        assert_exit1(&o);
+        assert!(stderr(&o).contains(why), "{allocator}\n{}", describe(&o));
+    }
+    // malloc allocates the whole disk at startup: more than the memory limit cannot start.
+    let o = run_captive(&["--memory-limit=64M", "memory", "1G", "allocator=malloc"], "echo RAN");
+    assert_exit1(&o);
+    assert!(stderr(&o).contains("memory limit"), "{}", describe(&o));
+}

@@ -103,6 +103,8 @@ fn open_grants(spec: &ExportSpec) -> Result<Grants, ConfigError> {
             Kind::File => grants::open_file(path, spec.readonly).map_err(|e| e.to_string()),
             Kind::OutputFile => grants::open_output(path).map_err(|e| e.to_string()),
             Kind::Directory => grants::open_directory(path, spec.readonly).map_err(|e| e.to_string()),
+            Kind::InputFile => grants::open_file(path, true).map_err(|e| e.to_string()),
+            Kind::InputDirectory => grants::open_directory(path, true).map_err(|e| e.to_string()),
             Kind::TriggerFile => grants::trigger(path).map_err(|e| e.to_string()),
             Kind::Url => net(network::url_grant(value)),
             Kind::NbdUri => net(network::nbd_uri_grant(value)),

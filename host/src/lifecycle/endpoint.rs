@@ -57,6 +57,10 @@ pub fn listen(how: &Listen, run: bool, cleanup: &mut Cleanup) -> Result<(Vec<Lis
     if let Some(listeners) = activated_sockets(explicit || run)? {
         return Ok((listeners, None));
     }
+    // nbdkit ≥ 1.36 (`run_default_socket=Unix`): --run without -i, -p or -U serves on a
+    // private Unix socket rather than on every address's port 10809.
+    let private = Listen::Unix(UnixSocket::Private);
+    let how = if run && !explicit { &private } else { how };
     match how {
         Listen::Unix(UnixSocket::Private) => {
             // Always /tmp, as nbdkit: the path must stay short enough for sun_path.

@@ -3,21 +3,82 @@
 use crate::backend::Export;
 use crate::runtime::{self, LayerComponent, Role};
 
+/// The nbdkit release whose command line and behaviour nbdbox provides: what
+/// nbdkit-probing(1) scripts gate on (`version_major`, `version_minor`). Features of later
+/// releases that nbdbox has show as their own `--dump-config` keys and options, the way
+/// nbdkit lets scripts probe for them; nbdbox's own version is the "extra" part nbdkit
+/// prints for vendor builds.
+const NBDKIT_VERSION: (u32, u32, u32) = (1, 32, 5);
+
+fn nbdkit_version() -> String {
+    let (major, minor, micro) = NBDKIT_VERSION;
+    format!("{major}.{minor}.{micro}")
+}
+
+fn nbdbox_version() -> String {
+    format!("nbdbox {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `--version`: nbdkit's line for a vendor build (`nbdkit 1.32.5 (nbdbox 0.1.0)`), then with
+/// a plugin one line per layer, outermost first, as nbdkit's server/main.c.
+pub fn print_version(layers: &[&LayerComponent]) {
+    println!("nbdkit {} ({})", nbdkit_version(), nbdbox_version());
+    for layer in layers {
+        let info = &layer.info;
+        if info.version.is_empty() {
+            println!("{}", info.name);
+        } else {
+            println!("{} {}", info.name, info.version);
+        }
+    }
+}
+
+/// `--dump-config`: nbdkit's keys with nbdbox's values, sorted as nbdkit prints them, and
+/// nbdbox's own (`plugins`, `filters`, `wit`). Built-in components live inside the binary, so
+/// `plugindir` and `filterdir` are empty.
 pub fn print_config() {
-    let exe = std::env::current_exe()
+    let exe = std::env::current_exe().ok();
+    let binary = exe.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let bindir = exe
+        .as_ref()
+        .and_then(|p| p.parent())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let (major, minor) = (env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"));
-    println!(
-        "binary={exe}\nexit_with_parent={}\nfilters={}\nhost_cpu={}\nhost_os={}\nname=nbdbox\nplugins={}\ntls=no\nversion={}\nversion_major={major}\nversion_minor={minor}\nwit={}",
-        if cfg!(target_os = "linux") { "yes" } else { "no" },
-        runtime::FILTER_NAMES.join(","),
-        std::env::consts::ARCH,
-        std::env::consts::OS,
-        runtime::PLUGIN_NAMES.join(","),
-        env!("CARGO_PKG_VERSION"),
-        runtime::bindings::wit_package()
-    );
+    let yes_no = |on: bool| if on { "yes" } else { "no" };
+    let (major, minor, _) = NBDKIT_VERSION;
+    let lines = [
+        ("binary", binary),
+        ("bindir", bindir),
+        ("exit_with_parent", yes_no(cfg!(target_os = "linux")).into()),
+        ("filterdir", String::new()),
+        ("filters", runtime::FILTER_NAMES.join(",")),
+        ("host_cpu", std::env::consts::ARCH.into()),
+        ("host_os", std::env::consts::OS.into()),
+        ("name", "nbdbox".into()),
+        ("nbdbox_version", env!("CARGO_PKG_VERSION").into()),
+        ("plugindir", String::new()),
+        ("plugins", runtime::PLUGIN_NAMES.join(",")),
+        ("run_default_socket", "Unix".into()),
+        ("selinux", "no".into()),
+        ("timeout_option", "yes".into()),
+        ("tls", "yes".into()),
+        ("version", nbdkit_version()),
+        ("version_extra", nbdbox_version()),
+        ("version_major", major.to_string()),
+        ("version_minor", minor.to_string()),
+        ("vsock_option", "no".into()),
+        ("wit", runtime::bindings::wit_package()),
+    ];
+    for (key, value) in lines {
+        println!("{key}={value}");
+    }
+}
+
+/// `--short-options` / `--long-options`: every option name, one a line, for bash completion.
+pub fn print_option_names(long: bool) {
+    for name in crate::cli::option_names(long) {
+        println!("{name}");
+    }
 }
 
 /// nbdkit's --dump-plugin: the plugin's fields, with the thread model of the whole stack.

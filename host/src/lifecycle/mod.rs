@@ -3,19 +3,23 @@
 //!
 //! ```text
 //!   Config → load components → config → config-complete → get-ready → bind
-//!     → [--run: start CMD | daemonize] → pid file → serve → shutdown → cleanup → exit
+//!     → [--run: start CMD | daemonize] → pid file → serve (SIGHUP: reload the exports)
+//!     → shutdown → cleanup → exit
 //! ```
 
 pub mod captive;
+pub mod debug_flags;
 mod endpoint;
+mod exports;
 mod introspect;
 
-use crate::backend::{Export, ExportSpec, Stage};
-use crate::config::{config_pairs, Action, Config, Listen};
+use crate::backend::Stage;
+use crate::config::{Action, Config, Listen, TlsMode};
 use crate::log::{self, Log};
 use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::EpochTicker;
-use crate::runtime::{LayerComponent, Process, Role, Runtime};
+use crate::runtime::{LayerComponent, Process, Runtime};
+use crate::server::tls::Tls;
 use crate::server::{self, Exports, Server, Transport};
 use crate::shutdown::Shutdown;
 use anyhow::{bail, Context as _, Result};
@@ -25,7 +29,13 @@ use std::sync::Arc;
 
 /// Run nbdbox; every failure before serving is reported once, here, with exit status 1.
 pub fn run(config: Config) -> ExitCode {
-    let log = Log::new(config.verbose);
+    let log = match Log::configured(config.verbose, &config.log_to, config.name.as_deref()) {
+        Ok(log) => log,
+        Err(e) => {
+            log::error!(Log::new(config.verbose), "--log: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match start(config, &log) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -42,20 +52,31 @@ fn print_help() -> Result<()> {
 }
 
 fn start(config: Config, log: &Log) -> Result<u8> {
-    if config.action == Action::DumpConfig {
-        introspect::print_config();
-        return Ok(0);
+    match config.action {
+        Action::DumpConfig => {
+            introspect::print_config();
+            return Ok(0);
+        }
+        Action::ListOptions { long } => {
+            introspect::print_option_names(long);
+            return Ok(0);
+        }
+        Action::Version if config.exports.iter().all(|export| export.plugin.is_none()) => {
+            introspect::print_version(&[]);
+            return Ok(0);
+        }
+        _ => {}
     }
     if config.exit_with_parent {
         set_exit_with_parent()?;
     }
-    let Some(plugin_spec) = config.export.plugin.as_deref() else {
+    if config.exports.iter().any(|export| export.plugin.is_none()) {
         if config.action == Action::Help {
             print_help()?;
             return Ok(0);
         }
         bail!("no plugin given: try `nbdbox memory 1G -U - --run 'nbdinfo $uri'`, or --help");
-    };
+    }
 
     raise_descriptor_limit();
     let shutdown = Shutdown::new().context("creating the shutdown pipe")?;
@@ -64,47 +85,57 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         shutdown: shutdown.clone(),
         budget: Arc::new(MemoryBudget::new(config.memory_budget)),
     };
-    let runtime = Runtime::new(process.clone())?;
+    let runtime = Arc::new(Runtime::new(process.clone())?);
     // Deadlines hold from the first call into a component: describe, config, get-ready.
     let ticker = EpochTicker::start(&runtime.engine);
-    let limits = config.export.limits;
-    let load = |spec: &str, role| runtime.load(spec, role, limits).map(Arc::new);
-    let plugin = load(plugin_spec, Role::Plugin)?;
-    let filters = config
-        .export
-        .filters
-        .iter()
-        .map(|f| load(f, Role::Filter))
-        .collect::<Result<Vec<Arc<LayerComponent>>, _>>()?;
-    if config.action == Action::Help {
-        print_help()?;
-        for layer in filters.iter().chain([&plugin]) {
-            introspect::print_layer_help(layer);
-        }
-        return Ok(0);
-    }
-    let spec = ExportSpec {
-        params: config_pairs(&config.export.params, plugin.info.magic_config_key.as_deref())?,
-        filters,
-        plugin,
-        readonly: config.export.readonly,
-        limits,
+    let stdio = config.listen == Listen::Stdio;
+    let builder = exports::Builder {
+        runtime: runtime.clone(),
+        process: process.clone(),
         threads: config.server.threads,
-        stdin_free: config.listen != Listen::Stdio,
+        stdin_free: !stdio,
     };
-    if config.action == Action::DumpPlugin {
-        let export = Export::configure(spec, Stage::Describe, &process)?;
-        introspect::print_plugin_dump(&export);
-        return Ok(0);
+    match config.action {
+        Action::Help | Action::DumpPlugin | Action::Version => return describe(&config, &builder, log),
+        Action::DumpConfigToml => {
+            print!("{}", builder.config_toml(&config)?);
+            return Ok(0);
+        }
+        Action::Serve | Action::DumpConfig | Action::ListOptions { .. } => {}
     }
-    let export = Export::configure(spec, Stage::Serve, &process)?;
+    let (table, running) = builder.table(&config.exports, config.default_export.as_deref(), &[])?;
+    let layer_names: Vec<&str> = running
+        .iter()
+        .flat_map(|built| built.export.layers().iter().map(|layer| layer.name()))
+        .collect();
+    debug_flags::apply(&config.debug_flags, &layer_names, log);
+    let tls = Tls::configure(&config.server.tls, log)?;
 
     let mut cleanup = Cleanup::default();
     let (listeners, endpoint) = endpoint::listen(&config.listen, config.run.is_some(), &mut cleanup)?;
+    // Sockets bound, grants and keys opened: nothing needs the privileges any more.
+    change_user(config.user.as_deref(), config.group.as_deref())?;
+    let export_name = config
+        .exportname
+        .as_deref()
+        .or(config.default_export.as_deref())
+        .unwrap_or("");
+    // Clients need TLS to connect only under --tls=require (nbdkit's server/uri.c).
+    let uri_tls = tls.credentials().filter(|_| tls.mode() == TlsMode::Require);
+    if let (true, Some(endpoint)) = (config.print_uri, &endpoint) {
+        use std::io::{IsTerminal, Write};
+        let uri = captive::uri(&endpoint.as_captive(), export_name, uri_tls);
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(captive::print_uri_text(&uri, stdout.is_terminal()).as_bytes())?;
+        stdout.flush()?;
+    }
+    let hangups = match config.config_file {
+        Some(_) => Some(crate::shutdown::reload_on_hangup().context("SIGHUP")?),
+        None => None,
+    };
     shutdown.handle_signals();
     // Socket activation (no endpoint of our own, not -s) never daemonizes, as nbdkit: the
     // activator (systemd, libnbd) watches the process it started.
-    let stdio = config.listen == Listen::Stdio;
     let socket_activated = endpoint.is_none() && !stdio;
     let foreground = config.foreground || config.run.is_some() || stdio || config.exit_with_parent || socket_activated;
     // Resolved before daemonizing moves us to `/`.
@@ -115,6 +146,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         // A fork keeps only the calling thread: the ticker stops first and starts again.
         ticker.stop();
         daemonize(config.verbose)?;
+        log.daemonized();
         EpochTicker::start(&runtime.engine)
     };
     // The pid file is written before the command starts, so failing to write it is a
@@ -126,11 +158,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
     }
     let command = match (&config.run, &endpoint) {
         (Some(command), Some(endpoint)) => {
-            let script = captive::script(
-                &endpoint.as_captive(),
-                config.exportname.as_deref().unwrap_or(""),
-                command,
-            );
+            let script = captive::script(&endpoint.as_captive(), export_name, uri_tls, command);
             log::debug!(log, "--run script:\n{script}");
             Some(captive::spawn(&script).context("--run: cannot start /bin/sh")?)
         }
@@ -138,16 +166,30 @@ fn start(config: Config, log: &Log) -> Result<u8> {
     };
 
     let server = Arc::new(Server {
-        exports: Exports::single(export),
+        exports: Exports::new(table),
         options: server::Options {
             no_structured_replies: config.server.no_structured_replies,
             handshake_mask: config.server.handshake_mask,
             threads: config.server.threads,
+            tls,
+            handshake_timeout: config.server.handshake_timeout,
+            keepalive: config.server.keepalive,
+            no_meta_contexts: config.server.no_meta_contexts,
         },
         shutdown: shutdown.clone(),
         log: log.clone(),
         seats: server::Seats::new(config.server.max_connections),
     });
+    let reloading = match (config.config_file, hangups) {
+        (Some(source), Some(hangups)) => {
+            let builder = exports::Builder {
+                stdin_free: false,
+                ..builder
+            };
+            Some(exports::Reloader::new(builder, server.clone(), source, running).spawn(hangups)?)
+        }
+        _ => None,
+    };
     let code = if stdio {
         serve_stdio(&server)?;
         0
@@ -159,8 +201,8 @@ fn start(config: Config, log: &Log) -> Result<u8> {
                 .spawn(move || server::listener::accept_loop(listeners, server))?
         };
         let code = match command {
-            Some(mut child) => {
-                let status = child.wait().context("--run: waiting for the command")?;
+            Some(child) => {
+                let status = captive::wait(child, &shutdown).context("--run: waiting for the command")?;
                 shutdown.request();
                 captive::exit_code(status, log)
             }
@@ -171,12 +213,43 @@ fn start(config: Config, log: &Log) -> Result<u8> {
             .map_err(|_| anyhow::anyhow!("the accept loop panicked"))?;
         code
     };
-    for export in server.exports.all() {
+    // The reloader stops with the server.
+    shutdown.request();
+    let retired = reloading
+        .map(|thread| thread.join().unwrap_or_default())
+        .unwrap_or_default();
+    for export in server.exports.current().all().chain(&retired) {
         export.cleanup();
     }
     ticker.stop();
     drop(cleanup);
     Ok(code)
+}
+
+/// `--help`, `--version` and `--dump-plugin`: the plugin and filters a command line names
+/// (nbdkit-probing(1): naming a layer that cannot be loaded fails).
+fn describe(config: &Config, builder: &exports::Builder, log: &Log) -> Result<u8> {
+    let ([export], None) = (&config.exports[..], &config.config_file) else {
+        bail!("--help, --version and --dump-plugin describe the plugin a command line names, not a config file's");
+    };
+    let layers = builder.load(export)?;
+    let outermost_first: Vec<&LayerComponent> = layers.filters.iter().chain([&layers.plugin]).map(|l| &**l).collect();
+    let names: Vec<&str> = outermost_first.iter().map(|layer| layer.info.name.as_str()).collect();
+    debug_flags::apply(&config.debug_flags, &names, log);
+    if config.action == Action::Version {
+        introspect::print_version(&outermost_first);
+        return Ok(0);
+    }
+    if config.action == Action::Help {
+        print_help()?;
+        for layer in layers.filters.iter().chain([&layers.plugin]) {
+            introspect::print_layer_help(layer);
+        }
+        return Ok(0);
+    }
+    let export = builder.configure(export, layers, Stage::Describe)?;
+    introspect::print_plugin_dump(&export);
+    Ok(0)
 }
 
 /// `-s`: one connection on stdin/stdout.
@@ -205,6 +278,42 @@ fn daemonize(verbose: bool) -> Result<()> {
     let targets: &[i32] = if verbose { &[0, 1] } else { &[0, 1, 2] };
     for &fd in targets {
         nix::unistd::dup2(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+/// nbdkit's -u / -g: the group first (while still allowed to change it), supplementary
+/// groups dropped, then the user.
+fn change_user(user: Option<&str>, group: Option<&str>) -> Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
+    let gid = match group {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => Gid::from_raw(id),
+            Err(_) => {
+                Group::from_name(name)?
+                    .with_context(|| format!("-g: no group '{name}'"))?
+                    .gid
+            }
+        }),
+    };
+    let uid = match user {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => Uid::from_raw(id),
+            Err(_) => {
+                User::from_name(name)?
+                    .with_context(|| format!("-u: no user '{name}'"))?
+                    .uid
+            }
+        }),
+    };
+    if let Some(gid) = gid {
+        setgroups(&[gid]).context("-g: setgroups")?;
+        setgid(gid).context("-g: setgid")?;
+    }
+    if let Some(uid) = uid {
+        setuid(uid).context("-u: setuid")?;
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub enum ProtocolError {
     #[error("request header has magic {0:#010x} instead of {expected:#010x}", expected = consts::REQUEST_MAGIC)]
     BadRequestMagic(u32),
     #[error("write payload of {0} bytes is too large to discard (limit {limit})", limit = consts::MAX_WRITE_DRAIN)]
-    WriteTooLarge(u32),
+    WriteTooLarge(u64),
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! gets the same error value nbdkit would send.
 
 use super::consts::{
-    CMD_FLAG_DF, CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE, FLAG_READ_ONLY, FLAG_SEND_CACHE,
-    FLAG_SEND_DF, FLAG_SEND_FAST_ZERO, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES,
-    MAX_REQUEST_SIZE,
+    CMD_FLAG_DF, CMD_FLAG_FAST_ZERO, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_PAYLOAD_LEN, CMD_FLAG_REQ_ONE,
+    FLAG_READ_ONLY, FLAG_SEND_CACHE, FLAG_SEND_DF, FLAG_SEND_FAST_ZERO, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM,
+    FLAG_SEND_WRITE_ZEROES, MAX_REQUEST_SIZE,
 };
-use super::transmission::{Command, Request};
+use super::transmission::{Command, Framing, Request};
 use super::NbdError;
 
 /// What validation needs to know about the negotiated export.
@@ -15,7 +15,7 @@ pub struct ExportState {
     pub size: u64,
     /// Transmission flags as advertised to the client.
     pub eflags: u16,
-    pub structured_replies: bool,
+    pub framing: Framing,
     /// `base:allocation` was selected by SET_META_CONTEXT for this export.
     pub base_allocation: bool,
 }
@@ -23,6 +23,10 @@ pub struct ExportState {
 impl ExportState {
     fn advertises(&self, flag: u16) -> bool {
         self.eflags & flag != 0
+    }
+
+    fn structured_replies(&self) -> bool {
+        self.framing != Framing::Simple
     }
 }
 
@@ -34,7 +38,8 @@ const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLA
 /// 2. data commands need `count > 0` and `offset + count ≤ size` ⇒ `NoSpc` for WRITE and
 ///    WRITE_ZEROES, `Inval` otherwise; FLUSH needs offset and count 0; unknown commands
 ///    (DISC included: callers handle it first) ⇒ `Inval`;
-/// 3. unknown flags, flags on the wrong command, or flags for unadvertised features ⇒ `Inval`;
+/// 3. unknown flags, flags on the wrong command, or flags for unadvertised features ⇒ `Inval`
+///    (with extended headers only a WRITE may carry a payload, announced or not);
 /// 4. READ/WRITE above `MAX_REQUEST_SIZE` ⇒ `NoMem`;
 /// 5. unadvertised commands, BLOCK_STATUS without structured replies or a selected
 ///    `base:allocation` ⇒ `Inval`.
@@ -48,11 +53,7 @@ pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {
 
     match command {
         Read | Write | Trim | Cache | WriteZeroes | BlockStatus => {
-            let in_range = req.count > 0
-                && req
-                    .offset
-                    .checked_add(u64::from(req.count))
-                    .is_some_and(|end| end <= export.size);
+            let in_range = req.count > 0 && req.offset.checked_add(req.count).is_some_and(|end| end <= export.size);
             if !in_range {
                 // Writes report running out of space, everything else a bad argument.
                 let writes_data = matches!(command, Write | WriteZeroes);
@@ -65,17 +66,24 @@ pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {
     }
 
     let flag = |bit: u16| req.flags & bit != 0;
-    let bad_flags = req.flags & !KNOWN_FLAGS != 0
+    let extended = export.framing == Framing::Extended;
+    let known = if extended {
+        KNOWN_FLAGS | CMD_FLAG_PAYLOAD_LEN
+    } else {
+        KNOWN_FLAGS
+    };
+    let bad_flags = req.flags & !known != 0
+        || (flag(CMD_FLAG_PAYLOAD_LEN) && command != Write)
         || (flag(CMD_FLAG_NO_HOLE) && command != WriteZeroes)
         || (flag(CMD_FLAG_FAST_ZERO) && (command != WriteZeroes || !export.advertises(FLAG_SEND_FAST_ZERO)))
-        || (flag(CMD_FLAG_DF) && (command != Read || !export.structured_replies || !export.advertises(FLAG_SEND_DF)))
+        || (flag(CMD_FLAG_DF) && (command != Read || !export.structured_replies() || !export.advertises(FLAG_SEND_DF)))
         || (flag(CMD_FLAG_REQ_ONE) && command != BlockStatus)
         || (flag(CMD_FLAG_FUA) && !export.advertises(FLAG_SEND_FUA));
     if bad_flags {
         return Err(NbdError::Inval);
     }
 
-    if matches!(command, Read | Write) && req.count > MAX_REQUEST_SIZE {
+    if matches!(command, Read | Write) && req.count > u64::from(MAX_REQUEST_SIZE) {
         return Err(NbdError::NoMem);
     }
 
@@ -84,7 +92,7 @@ pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {
         Trim => export.advertises(FLAG_SEND_TRIM),
         WriteZeroes => export.advertises(FLAG_SEND_WRITE_ZEROES),
         Cache => export.advertises(FLAG_SEND_CACHE),
-        BlockStatus => export.structured_replies && export.base_allocation,
+        BlockStatus => export.structured_replies() && export.base_allocation,
         _ => true,
     };
     if !supported {
@@ -111,12 +119,12 @@ mod tests {
         ExportState {
             size: SIZE,
             eflags,
-            structured_replies: true,
+            framing: Framing::Structured,
             base_allocation: true,
         }
     }
 
-    fn request(command: Command, flags: u16, offset: u64, count: u32) -> Request {
+    fn request(command: Command, flags: u16, offset: u64, count: u64) -> Request {
         Request {
             flags,
             command,
@@ -136,9 +144,13 @@ mod tests {
 
     #[test]
     fn rules_and_their_order() {
-        let mb64 = MAX_REQUEST_SIZE;
+        let mb64 = u64::from(MAX_REQUEST_SIZE);
         let no_sr = ExportState {
-            structured_replies: false,
+            framing: Framing::Simple,
+            ..export(ALL)
+        };
+        let ext = ExportState {
+            framing: Framing::Extended,
             ..export(ALL)
         };
         let no_context = ExportState {
@@ -158,10 +170,10 @@ mod tests {
             ("read to the end", request(Read, 0, SIZE - 1, 1), export(ALL), Ok(())),
             ("write", request(Write, CMD_FLAG_FUA, 0, 4096), export(ALL), Ok(())),
             ("flush", request(Flush, 0, 0, 0), export(ALL), Ok(())),
-            ("trim", request(Trim, CMD_FLAG_FUA, 0, u32::MAX), export(ALL), Ok(())),
+            ("trim", request(Trim, CMD_FLAG_FUA, 0, u64::from(u32::MAX)), export(ALL), Ok(())),
             ("zero", request(WriteZeroes, CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO, 0, 512), export(ALL), Ok(())),
-            ("cache", request(Cache, 0, 0, u32::MAX), export(ALL), Ok(())),
-            ("block status", request(BlockStatus, CMD_FLAG_REQ_ONE, 0, u32::MAX), export(ALL), Ok(())),
+            ("cache", request(Cache, 0, 0, u64::from(u32::MAX)), export(ALL), Ok(())),
+            ("block status", request(BlockStatus, CMD_FLAG_REQ_ONE, 0, u64::from(u32::MAX)), export(ALL), Ok(())),
             ("DF read", request(Read, CMD_FLAG_DF, 0, 512), export(ALL), Ok(())),
             // 1. read-only before range.
             ("write on -r", request(Write, 0, 0, 512), export(READ_ONLY), Err(Perm)),
@@ -224,6 +236,14 @@ mod tests {
             ("write needs nothing", request(Write, 0, 0, 512), bare, Ok(())),
             ("block status without SR", request(BlockStatus, 0, 0, 512), no_sr, Err(Inval)),
             ("block status without context", request(BlockStatus, 0, 0, 512), no_context, Err(Inval)),
+            // Extended headers: 64-bit lengths, payloads announced.
+            ("5 GiB zero", request(WriteZeroes, 0, 0, 5 << 30), ext, Ok(())),
+            ("5 GiB trim past the end", request(Trim, 0, 4 << 30, 5 << 30), ext, Err(Inval)),
+            ("write with payload", request(Write, CMD_FLAG_PAYLOAD_LEN, 0, 512), ext, Ok(())),
+            ("write without the payload flag", request(Write, 0, 0, 512), ext, Ok(())),
+            ("read with payload", request(Read, CMD_FLAG_PAYLOAD_LEN, 0, 512), ext, Err(Inval)),
+            ("read of 64 MiB + 1, extended", request(Read, 0, 0, mb64 + 1), ext, Err(NoMem)),
+            ("block status of 8 GiB", request(BlockStatus, 0, 0, SIZE), ext, Ok(())),
         ];
         for (name, req, state, expected) in cases {
             assert_eq!(validate(req, state), *expected, "{name}");

@@ -64,6 +64,11 @@ fn builtin_wasm(role: Role, name: &str) -> Option<&'static [u8]> {
     table.iter().find(|(n, _)| *n == name).map(|(_, wasm)| *wasm)
 }
 
+/// A sha256 digest as 64 lowercase hexadecimal digits.
+pub fn sha256_hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The engine and linker shared by every component of the process.
 pub struct Runtime {
     pub engine: Engine,
@@ -87,8 +92,9 @@ impl Runtime {
     }
 
     /// Load a plugin or filter by built-in name, or from a `.wasm` path (anything with a `/`
-    /// or `.`, as nbdkit tells short names from paths).
-    pub fn load(&self, spec: &str, role: Role, limits: Limits) -> Result<LayerComponent> {
+    /// or `.`, as nbdkit tells short names from paths). With `sha256`, bytes whose digest
+    /// differs are refused before they are compiled (a config file's pin).
+    pub fn load(&self, spec: &str, role: Role, limits: Limits, sha256: Option<&[u8; 32]>) -> Result<LayerComponent> {
         let what = role.name();
         let wasm: Cow<[u8]> = if spec.contains('/') || spec.contains('.') {
             std::fs::read(Path::new(spec))
@@ -100,6 +106,17 @@ impl Runtime {
             let known = builtin_names(role).join(", ");
             bail!("unknown {what} '{spec}': built-in {what}s are {known}; a third-party {what} is given as a path to its .wasm file");
         };
+        if let Some(expected) = sha256 {
+            use sha2::Digest as _;
+            let actual: [u8; 32] = sha2::Sha256::digest(&wasm).into();
+            if actual != *expected {
+                bail!(
+                    "{what} '{spec}' has sha256 {}, but the configuration pins {}: refused",
+                    sha256_hex(&actual),
+                    sha256_hex(expected)
+                );
+            }
+        }
         let component = engine::load_component(&self.engine, &wasm, &self.process.log)
             .with_context(|| format!("cannot load {what} '{spec}'"))?;
         let probe = LayerEnv::probe(spec, limits, &self.process);

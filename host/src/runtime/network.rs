@@ -14,9 +14,10 @@ use super::clock;
 use crate::api::{Errno, Error};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use ureq::http::{self, Uri};
 use ureq::Agent;
@@ -189,7 +190,7 @@ pub struct UrlGrant {
     uri: Uri,
     /// `scheme://host:port`, lower case, explicit port.
     origin: String,
-    agents: Mutex<Vec<(HttpOptions, Agent)>>,
+    agents: Mutex<Vec<(HttpOptions, Pool)>>,
     prefetcher: Mutex<Option<Arc<Prefetcher>>>,
 }
 
@@ -226,11 +227,77 @@ const HOST_HEADERS: [&str; 6] = [
     "if-match",
 ];
 
+/// The connections made for one set of options, and the cap on requests in flight over
+/// them: `connections=` (nbdkit's curl, ≥ 1.34). Without the cap, more requests at once than
+/// idle connections would each open a connection the pool then closes, a TLS handshake each.
+#[derive(Clone)]
+struct Pool {
+    agent: Agent,
+    slots: Arc<Slots>,
+}
+
+/// A counting semaphore for a pool's requests in flight.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One request's place in its pool, given back when its answer has been read and dropped.
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(count: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: Mutex::new(count.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Wait for a free slot; the wait counts as time blocked on the network.
+    fn take(self: &Arc<Self>) -> Slot {
+        waiting(|| {
+            let free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let mut free = self
+                .freed
+                .wait_while(free, |free| *free == 0)
+                .unwrap_or_else(|p| p.into_inner());
+            *free -= 1;
+        });
+        Slot(self.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// A response, holding its request's slot until it is dropped (its body read or abandoned).
+struct Answer {
+    response: http::Response<ureq::Body>,
+    _slot: Slot,
+}
+
+impl Deref for Answer {
+    type Target = http::Response<ureq::Body>;
+    fn deref(&self) -> &Self::Target {
+        &self.response
+    }
+}
+
+impl DerefMut for Answer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.response
+    }
+}
+
 /// An origin a component opened, with its options.
 #[derive(Clone)]
 pub struct Origin {
     grant: Arc<UrlGrant>,
-    agent: Agent,
+    pool: Pool,
     options: HttpOptions,
 }
 
@@ -252,21 +319,24 @@ impl UrlGrant {
     }
 
     /// The pool for `options`, made on first use and kept for the grant's life.
-    fn agent(&self, options: &HttpOptions) -> Result<Agent, Error> {
+    fn pool(&self, options: &HttpOptions) -> Result<Pool, Error> {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, agent)) = agents.iter().find(|(o, _)| o == options) {
-            return Ok(agent.clone());
+        if let Some((_, pool)) = agents.iter().find(|(o, _)| o == options) {
+            return Ok(pool.clone());
         }
-        let agent = new_agent(options)?;
-        agents.push((options.clone(), agent.clone()));
-        Ok(agent)
+        let pool = Pool {
+            agent: new_agent(options)?,
+            slots: Slots::new(options.connections),
+        };
+        agents.push((options.clone(), pool.clone()));
+        Ok(pool)
     }
 
     /// Stop every request in flight: the server is shutting down.
     pub fn shut_down(&self) {
         let agents = std::mem::take(&mut *self.agents.lock().unwrap_or_else(|p| p.into_inner()));
-        for (_, agent) in agents {
-            agent.shutdown();
+        for (_, pool) in agents {
+            pool.agent.shutdown();
         }
     }
 }
@@ -317,7 +387,7 @@ fn new_agent(options: &HttpOptions) -> Result<Agent, Error> {
 impl Origin {
     pub fn open(grant: Arc<UrlGrant>, options: HttpOptions) -> Result<Origin, Error> {
         Ok(Origin {
-            agent: grant.agent(&options)?,
+            pool: grant.pool(&options)?,
             grant,
             options,
         })
@@ -376,17 +446,14 @@ impl Origin {
 
     /// Run a request; one that fails on the wire before any answer is sent again once on a
     /// fresh connection, as libcurl does for a kept-alive connection the server closed.
-    fn run(
-        &self,
-        what: &str,
-        make: impl Fn() -> Result<http::Request<Vec<u8>>, Error>,
-    ) -> Result<http::Response<ureq::Body>, Error> {
+    fn run(&self, what: &str, make: impl Fn() -> Result<http::Request<Vec<u8>>, Error>) -> Result<Answer, Error> {
+        let slot = self.pool.slots.take();
         let mut tries = 0;
         loop {
             tries += 1;
             let request = make()?;
-            match waiting(|| self.agent.run(request)) {
-                Ok(response) => return Ok(response),
+            match waiting(|| self.pool.agent.run(request)) {
+                Ok(response) => return Ok(Answer { response, _slot: slot }),
                 Err(e) if tries == 1 && retryable(&e) => continue,
                 Err(e) => return Err(eio(format!("{what}: {e}"))),
             }
@@ -555,7 +622,9 @@ impl Origin {
                 _ => format!("HTTP status {status}"),
             };
             let _ = waiting(|| response.body_mut().read_to_vec());
-            return Err(eio(format!("{what}: {why}")));
+            // A missing object is ENOENT, so that a plugin can tell it from a failure.
+            let errno = if status == 404 { Errno::NoEnt } else { Errno::Io };
+            return Err(Error::new(errno, format!("{what}: {why}")));
         }
         // Content-Range: bytes START-END/TOTAL
         let range = header(&response, "content-range").and_then(|r| {
@@ -618,7 +687,7 @@ struct RangeAnswer {
     what: String,
     /// One past the last byte of the range the answer holds.
     end: u64,
-    response: http::Response<ureq::Body>,
+    response: Answer,
 }
 
 impl RangeAnswer {

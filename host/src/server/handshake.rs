@@ -5,9 +5,11 @@
 use super::{eflags, Seat, Server, Transport};
 use crate::api::Error;
 use crate::backend::{Export, Opened};
+use crate::config::TlsMode;
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self as codec, InvalidOption};
+use crate::protocol::transmission::Framing;
 use crate::protocol::ProtocolError;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 pub struct Negotiated {
     pub export: Arc<Export>,
     pub opened: Opened,
-    pub structured_replies: bool,
+    pub framing: Framing,
     /// base:allocation was selected for this export by SET_META_CONTEXT.
     pub base_allocation: bool,
     /// This client's place among the connections served at once.
@@ -42,8 +44,9 @@ const STREAM_REPLIES_AT: usize = 64 << 10;
 /// The state of option negotiation.
 struct Negotiation<'a> {
     server: &'a Server,
-    transport: &'a Transport,
-    structured_replies: bool,
+    /// Replaced by its TLS session at STARTTLS.
+    transport: Transport,
+    framing: Framing,
     /// The export name SET_META_CONTEXT selected base:allocation for.
     meta_export: Option<String>,
     listed: bool,
@@ -51,13 +54,22 @@ struct Negotiation<'a> {
     out: Vec<u8>,
 }
 
+/// What one option led to.
+enum Next {
+    /// Haggling goes on.
+    Haggle,
+    /// The client chose an export.
+    Serve(Negotiated),
+    /// The client is done (ABORT), or must be let go.
+    End,
+}
+
 /// Negotiate over `transport`; on success the transmission phase takes it over.
 pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negotiated, Transport)>, HandshakeError> {
-    let (mut r, mut w) = (&transport, &transport);
     let offered = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & server.options.handshake_mask;
-    w.write_all(&codec::greeting(offered))?;
+    (&transport).write_all(&codec::greeting(offered))?;
     let mut flags = [0; 4];
-    r.read_exact(&mut flags)?;
+    (&transport).read_exact(&mut flags)?;
     let client_flags = u32::from_be_bytes(flags);
     codec::check_client_flags(client_flags, offered)?;
     let fixed = client_flags & FLAG_C_FIXED_NEWSTYLE != 0;
@@ -65,8 +77,8 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
 
     let mut n = Negotiation {
         server,
-        transport: &transport,
-        structured_replies: false,
+        transport,
+        framing: Framing::Simple,
         meta_export: None,
         listed: false,
         options_left: MAX_OPTIONS,
@@ -78,75 +90,104 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
         }
         n.options_left -= 1;
         let mut header = [0; codec::OPTION_HEADER_LEN];
-        r.read_exact(&mut header)?;
+        (&n.transport).read_exact(&mut header)?;
         let header = codec::parse_option_header(&header)?;
         let mut payload = vec![0; header.length as usize];
-        r.read_exact(&mut payload)?;
+        (&n.transport).read_exact(&mut payload)?;
         n.out.clear();
         let option = header.option;
+        log::debug!(server.log, "option {option} with {} bytes of data", payload.len());
+        let tls_required = server.options.tls.mode() == TlsMode::Require && !n.transport.is_tls();
 
-        let outcome = if !fixed && option != OPT_EXPORT_NAME {
+        let next = if !fixed && option != OPT_EXPORT_NAME {
             n.error(option, REP_ERR_INVALID, "fixed newstyle was not negotiated");
-            None
+            Next::Haggle
+        } else if tls_required && !matches!(option, OPT_STARTTLS | OPT_ABORT) {
+            // nbdkit's CVE-2019-14850 rule: before TLS nothing reaches a layer. EXPORT_NAME has
+            // no error reply, so that client is let go.
+            if option == OPT_EXPORT_NAME {
+                return Ok(None);
+            }
+            n.error(option, REP_ERR_TLS_REQD, "TLS is required before this option");
+            Next::Haggle
         } else {
             match option {
+                // A client that negotiated extended headers must not use EXPORT_NAME, which
+                // cannot refuse: it is let go.
+                OPT_EXPORT_NAME if n.framing == Framing::Extended => return Ok(None),
                 OPT_EXPORT_NAME => {
                     let name = codec::parse_export_name(&payload)?;
                     // EXPORT_NAME has no error reply: a client without a seat is closed.
                     let seat = n.seat().map_err(HandshakeError::NoSeat)?;
                     let (export, opened) = n.open(name).map_err(|error| HandshakeError::ExportName {
-                        name: name.to_owned(),
+                        name: log::sanitize(name),
                         error,
                     })?;
-                    let flags = eflags(&opened.caps, n.structured_replies, export.thread_model());
+                    let flags = eflags(&opened.caps, n.framing != Framing::Simple, export.thread_model());
                     codec::export_name_reply(&mut n.out, opened.size, flags, no_zeroes);
-                    Some(Some(n.negotiated(export, opened, name, seat)))
+                    Next::Serve(n.negotiated(export, opened, name, seat))
                 }
                 OPT_ABORT => {
                     codec::option_reply(&mut n.out, option, REP_ACK, &[]);
                     // The client may close without reading the ACK.
-                    let _ = w.write_all(&n.out);
+                    let _ = (&n.transport).write_all(&n.out);
                     return Ok(None);
                 }
                 OPT_LIST => {
                     n.list(option, &payload);
-                    None
+                    Next::Haggle
                 }
-                OPT_STARTTLS if !payload.is_empty() => {
-                    n.error(option, REP_ERR_INVALID, "STARTTLS takes no data");
-                    None
-                }
-                OPT_STARTTLS => {
-                    n.error(option, REP_ERR_POLICY, "TLS is not enabled on this server");
-                    None
-                }
-                OPT_INFO | OPT_GO => n.info_or_go(option, &payload).map(Some),
+                OPT_STARTTLS => n.start_tls(option, &payload)?,
+                OPT_INFO | OPT_GO => match n.info_or_go(option, &payload) {
+                    Some(negotiated) => Next::Serve(negotiated),
+                    None => Next::Haggle,
+                },
                 OPT_STRUCTURED_REPLY if !payload.is_empty() => {
                     n.error(option, REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
-                    None
+                    Next::Haggle
                 }
-                OPT_STRUCTURED_REPLY if server.options.no_structured_replies => {
+                OPT_STRUCTURED_REPLY | OPT_EXTENDED_HEADERS if server.options.no_structured_replies => {
                     n.error(option, REP_ERR_UNSUP, "structured replies are disabled (--no-sr)");
-                    None
+                    Next::Haggle
+                }
+                OPT_EXTENDED_HEADERS if !payload.is_empty() => {
+                    n.error(option, REP_ERR_INVALID, "EXTENDED_HEADERS takes no data");
+                    Next::Haggle
+                }
+                OPT_STRUCTURED_REPLY if n.framing == Framing::Extended => {
+                    n.error(option, REP_ERR_EXT_HEADER_REQD, "extended headers are already in use");
+                    Next::Haggle
                 }
                 OPT_STRUCTURED_REPLY => {
-                    n.structured_replies = true;
+                    n.framing = Framing::Structured;
                     codec::option_reply(&mut n.out, option, REP_ACK, &[]);
-                    None
+                    Next::Haggle
+                }
+                // Extended headers include structured replies (the NBD spec).
+                OPT_EXTENDED_HEADERS => {
+                    n.framing = Framing::Extended;
+                    codec::option_reply(&mut n.out, option, REP_ACK, &[]);
+                    Next::Haggle
+                }
+                OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT if server.options.no_meta_contexts => {
+                    n.error(option, REP_ERR_UNSUP, "meta contexts are disabled (--no-mc)");
+                    Next::Haggle
                 }
                 OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                     n.meta_context(option, &payload)?;
-                    None
+                    Next::Haggle
                 }
                 _ => {
                     n.error(option, REP_ERR_UNSUP, "unsupported option");
-                    None
+                    Next::Haggle
                 }
             }
         };
         n.flush()?;
-        if let Some(chosen) = outcome {
-            return Ok(chosen.map(|negotiated| (negotiated, transport)));
+        match next {
+            Next::Haggle => {}
+            Next::Serve(negotiated) => return Ok(Some((negotiated, n.transport))),
+            Next::End => return Ok(None),
         }
     }
 }
@@ -154,10 +195,44 @@ pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negoti
 impl Negotiation<'_> {
     /// Send the replies made so far.
     fn flush(&mut self) -> io::Result<()> {
-        let mut w = self.transport;
-        w.write_all(&self.out)?;
+        (&self.transport).write_all(&self.out)?;
         self.out.clear();
         Ok(())
+    }
+
+    /// NBD_OPT_STARTTLS: acknowledged in the clear, then the TLS handshake. Everything
+    /// negotiated before it is forgotten (the NBD spec; nbdkit's CVE-2021-3716 fix).
+    fn start_tls(&mut self, option: u32, payload: &[u8]) -> Result<Next, HandshakeError> {
+        let tls = &self.server.options.tls;
+        if !payload.is_empty() {
+            self.error(option, REP_ERR_INVALID, "STARTTLS takes no data");
+            return Ok(Next::Haggle);
+        }
+        if tls.mode() == TlsMode::Off || matches!(self.transport, Transport::Stdio { .. }) {
+            self.error(option, REP_ERR_POLICY, "TLS is not enabled on this server");
+            return Ok(Next::Haggle);
+        }
+        if self.transport.is_tls() {
+            self.error(option, REP_ERR_INVALID, "TLS is already in use");
+            return Ok(Next::Haggle);
+        }
+        codec::option_reply(&mut self.out, option, REP_ACK, &[]);
+        self.flush()?;
+        self.transport = tls.upgrade(&self.transport)?;
+        crate::runtime::peer::serve_peer(Arc::new(self.transport.peer()));
+        self.framing = Framing::Simple;
+        self.meta_export = None;
+        self.listed = false;
+        self.options_left = MAX_OPTIONS;
+        // Under --tls=require, preconnect waits for TLS: a client that never upgrades reaches
+        // no layer.
+        if tls.mode() == TlsMode::Require {
+            if let Err(e) = self.server.exports.preconnect() {
+                log::debug!(self.server.log, "refused after STARTTLS: {e}");
+                return Ok(Next::End);
+            }
+        }
+        Ok(Next::Haggle)
     }
 
     fn error(&mut self, option: u32, reply: u32, message: &str) {
@@ -168,7 +243,7 @@ impl Negotiation<'_> {
         Negotiated {
             export,
             opened,
-            structured_replies: self.structured_replies,
+            framing: self.framing,
             base_allocation: self.meta_export.as_deref() == Some(name),
             seat,
         }
@@ -186,16 +261,9 @@ impl Negotiation<'_> {
         })
     }
 
-    /// The export for `name`, opened: the default export "" stands for the name its layers
-    /// give it (nbdkit's .default_export).
+    /// The export `name` selects, opened.
     fn open(&self, name: &str) -> Result<(Arc<Export>, Opened), Error> {
-        let export = self.server.exports.for_name(name).clone();
-        let canonical = match name {
-            "" => export.default_export().unwrap_or_default(),
-            _ => name.to_owned(),
-        };
-        let opened = export.open(&canonical)?;
-        Ok((export, opened))
+        self.server.exports.open(name)
     }
 
     fn list(&mut self, option: u32, payload: &[u8]) {
@@ -206,13 +274,10 @@ impl Negotiation<'_> {
             return self.error(option, REP_ERR_INVALID, "LIST may be sent only once");
         }
         self.listed = true;
-        let mut listed = Vec::new();
-        for export in self.server.exports.all() {
-            match export.list_exports() {
-                Ok(exports) => listed.extend(exports),
-                Err(_) => return self.error(option, REP_ERR_PLATFORM, "listing exports failed"),
-            }
-        }
+        let listed = match self.server.exports.list() {
+            Ok(listed) => listed,
+            Err(_) => return self.error(option, REP_ERR_PLATFORM, "listing exports failed"),
+        };
         for export in &listed {
             let payload = codec::rep_server_payload(&export.name, export.description.as_deref());
             codec::option_reply(&mut self.out, option, REP_SERVER, &payload);
@@ -245,12 +310,16 @@ impl Negotiation<'_> {
             Ok(opened) => opened,
             Err(e) => {
                 let why = e.to_string();
-                log::error!(self.server.log, "cannot open export '{}': {why}", request.name);
+                log::error!(
+                    self.server.log,
+                    "cannot open export '{}': {why}",
+                    log::sanitize(request.name)
+                );
                 self.error(option, REP_ERR_UNKNOWN, &why);
                 return None;
             }
         };
-        let flags = eflags(&opened.caps, self.structured_replies, export.thread_model());
+        let flags = eflags(&opened.caps, self.framing != Framing::Simple, export.thread_model());
         let payload = codec::info_export_payload(opened.size, flags);
         codec::option_reply(&mut self.out, option, REP_INFO, &payload);
         for &info in &request.info_types {
@@ -287,7 +356,7 @@ impl Negotiation<'_> {
                 return Ok(());
             }
         };
-        if set && !self.structured_replies {
+        if set && self.framing == Framing::Simple {
             self.error(
                 option,
                 REP_ERR_INVALID,

@@ -208,6 +208,11 @@ fn accept_one(listener: &Listener, server: &Arc<Server>, connections: &Arc<Conne
             return;
         }
     };
+    if let (true, Transport::Tcp(stream)) = (server.options.keepalive, &transport) {
+        if let Err(e) = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::KeepAlive, &true) {
+            log::debug!(server.log, "connection {id}: --keepalive: {e}");
+        }
+    }
     // Clients still haggling may wait for a seat to free up, but only as many as could be
     // served once more: beyond that a flood is closed before the greeting.
     if connections.len() >= server.seats.max().saturating_mul(2) {

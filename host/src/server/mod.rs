@@ -8,17 +8,19 @@
 
 mod handshake;
 pub mod listener;
+pub mod tls;
 mod transmission;
 pub mod transport;
 
-use crate::api::{Caps, Errno, Support, ThreadModel};
-use crate::backend::Export;
+use crate::api::{Caps, Errno, Error, ExportEntry, Support, ThreadModel};
+use crate::backend::{Export, Opened};
 use crate::log::{self, Log};
 use crate::protocol::consts;
 use crate::protocol::NbdError;
 use crate::shutdown::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
 pub use transport::Transport;
 
 /// What the server serves, and how.
@@ -75,49 +77,220 @@ pub struct Options {
     pub handshake_mask: u16,
     /// -t: worker threads per connection to a parallel export.
     pub threads: usize,
+    pub tls: tls::Tls,
+    /// --timeout: a client that has not finished negotiating by then is dropped.
+    pub handshake_timeout: Option<std::time::Duration>,
+    /// --keepalive: SO_KEEPALIVE on TCP connections.
+    pub keepalive: bool,
+    /// --no-mc: LIST_META_CONTEXT and SET_META_CONTEXT are answered ERR_UNSUP.
+    pub no_meta_contexts: bool,
 }
 
-/// The exports a server serves, by the name a client asks for.
-pub struct Exports {
-    /// One stack serves every name; its layers decide what a name means (nbdkit's model).
-    any_name: Arc<Export>,
-}
+/// The exports a server serves, by the name a client asks for. A reload replaces the
+/// table: connections that open an export afterwards see the new one, and those that
+/// opened one keep it.
+pub struct Exports(RwLock<Arc<Table>>);
 
 impl Exports {
-    pub fn single(export: Export) -> Exports {
-        Exports {
-            any_name: Arc::new(export),
+    pub fn new(table: Table) -> Exports {
+        Exports(RwLock::new(Arc::new(table)))
+    }
+
+    pub fn current(&self) -> Arc<Table> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serve `table` from now on; the one it replaces is returned.
+    pub fn replace(&self, table: Table) -> Arc<Table> {
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(|p| p.into_inner()), Arc::new(table))
+    }
+
+    /// The export `name` selects, opened: see [`Table::open`].
+    pub fn open(&self, name: &str) -> Result<(Arc<Export>, Opened), Error> {
+        self.current().open(name)
+    }
+
+    /// NBD_OPT_LIST: see [`Table::list`].
+    pub fn list(&self) -> Result<Vec<ExportEntry>, Error> {
+        self.current().list()
+    }
+
+    /// nbdkit's .preconnect for a new client: see [`Table::preconnect`].
+    pub fn preconnect(&self) -> Result<(), Error> {
+        self.current().preconnect()
+    }
+}
+
+/// One export a name selects.
+pub struct Named {
+    pub name: String,
+    pub description: Option<String>,
+    pub export: Arc<Export>,
+}
+
+/// Exports by name. A client's name selects an export and nothing else: the named export
+/// whose name it is, else the any-name export if there is one (nbdkit's model, the
+/// command line's one stack, whose layers decide what a name means); "" selects the
+/// default export when one is named.
+pub struct Table {
+    /// In the order they are listed.
+    named: Vec<Named>,
+    any_name: Option<Arc<Export>>,
+    /// Which of `named` "" selects.
+    default: Option<usize>,
+}
+
+impl Table {
+    /// `default` names one of `named`, or none.
+    pub fn new(named: Vec<Named>, any_name: Option<Arc<Export>>, default: Option<&str>) -> Table {
+        let default = default.and_then(|wanted| named.iter().position(|n| n.name == wanted));
+        Table {
+            named,
+            any_name,
+            default,
         }
     }
 
-    /// The export that serves `name`.
-    pub fn for_name(&self, _name: &str) -> &Arc<Export> {
-        &self.any_name
+    /// The export and the name its layers see: a named export's own name, the client's
+    /// name for the any-name export; None for "", which the layers' default export
+    /// stands for (nbdkit's .default_export).
+    fn select<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Export>, Option<&'a str>)> {
+        let named = self.named.iter().find(|n| n.name == name);
+        let named = named.or_else(|| self.default.filter(|_| name.is_empty()).map(|i| &self.named[i]));
+        let (export, seen) = match (named, &self.any_name) {
+            (Some(named), _) => (&named.export, named.name.as_str()),
+            (None, Some(any_name)) => (any_name, name),
+            (None, None) => return None,
+        };
+        Some((export, Some(seen).filter(|seen| !seen.is_empty())))
     }
 
-    /// The export a client reaches before it names one (preconnect, NBD_OPT_LIST).
-    pub fn first(&self) -> &Arc<Export> {
-        &self.any_name
+    /// The one export of a table that has only one. It meets clients before the greeting,
+    /// as nbdkit's one stack does (preconnect, serialize_connections); in a table of
+    /// several, a client meets its export when it names it.
+    pub fn sole(&self) -> Option<&Arc<Export>> {
+        match (&self.named[..], &self.any_name) {
+            ([only], None) => Some(&only.export),
+            ([], Some(any_name)) => Some(any_name),
+            _ => None,
+        }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Export>> {
-        std::iter::once(&self.any_name)
+        self.named.iter().map(|n| &n.export).chain(&self.any_name)
+    }
+
+    /// nbdkit's .preconnect, for a client that has named no export yet: the sole export's;
+    /// in a table of several, [`Table::open`] calls the chosen one's.
+    pub fn preconnect(&self) -> Result<(), Error> {
+        self.sole().map_or(Ok(()), |export| export.preconnect())
+    }
+
+    /// Open the export `name` selects for one connection.
+    pub fn open(&self, name: &str) -> Result<(Arc<Export>, Opened), Error> {
+        let (export, seen) = self
+            .select(name)
+            .ok_or_else(|| Error::new(Errno::Inval, "no export by that name"))?;
+        if self.sole().is_none() {
+            export.preconnect()?;
+        }
+        let seen = match seen {
+            Some(seen) => seen.to_owned(),
+            None => export.default_export().unwrap_or_default(),
+        };
+        let opened = export.open(&seen)?;
+        Ok((export.clone(), opened))
+    }
+
+    /// NBD_OPT_LIST: the named exports with their descriptions, then what the any-name
+    /// export's layers list.
+    pub fn list(&self) -> Result<Vec<ExportEntry>, Error> {
+        let mut listed: Vec<ExportEntry> = self
+            .named
+            .iter()
+            .map(|n| ExportEntry {
+                name: n.name.clone(),
+                description: n.description.clone(),
+            })
+            .collect();
+        if let Some(any_name) = &self.any_name {
+            listed.extend(any_name.list_exports()?);
+        }
+        Ok(listed)
     }
 }
 
 /// Serve one client from greeting to disconnect. Errors end only this connection.
 pub fn serve(server: &Server, transport: Transport, id: u64) {
-    crate::runtime::peer::serve_peer(transport.peer_name().map(Arc::from));
-    let export = server.exports.first().clone();
+    let deadline = server
+        .options
+        .handshake_timeout
+        .and_then(|timeout| HandshakeDeadline::arm(&transport, timeout, id));
+    crate::runtime::peer::serve_peer(Arc::new(transport.peer()));
+    let table = server.exports.current();
     // nbdkit: later clients of a serialize_connections export wait before the greeting.
-    let _one_at_a_time = export.lock_connection();
-    if let Err(e) = export.preconnect() {
-        return log::debug!(server.log, "connection {id}: refused before the greeting: {e}");
+    let _one_at_a_time = table.sole().and_then(|export| export.lock_connection());
+    // Under --tls=require, preconnect waits for STARTTLS (handshake.rs).
+    if server.options.tls.mode() != crate::config::TlsMode::Require {
+        if let Err(e) = table.preconnect() {
+            return log::debug!(server.log, "connection {id}: refused before the greeting: {e}");
+        }
     }
-    match handshake::negotiate(server, transport) {
+    let negotiated = handshake::negotiate(server, transport);
+    if deadline.is_some_and(|deadline| !deadline.disarm()) {
+        return log::debug!(server.log, "connection {id}: dropped: negotiation outlasted --timeout");
+    }
+    match negotiated {
         Ok(Some((negotiated, transport))) => transmission::run(server, negotiated, &transport, id),
         Ok(None) => log::debug!(server.log, "connection {id}: ended during option haggling"),
         Err(e) => log::debug!(server.log, "connection {id}: {e}"),
+    }
+}
+
+/// `--timeout` (nbdkit ≥ 1.42): from accepting a client to the end of negotiation, TLS
+/// included. A watcher thread stops reading from the client when the time is up, so the
+/// negotiation sees end of file wherever it waits; ending in time defuses it.
+struct HandshakeDeadline(Arc<(Mutex<Negotiation>, Condvar)>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Negotiation {
+    Running,
+    Ended,
+    TimedOut,
+}
+
+impl HandshakeDeadline {
+    /// None for a client on stdin (-s), which has no socket to stop reading from.
+    fn arm(transport: &Transport, timeout: Duration, id: u64) -> Option<HandshakeDeadline> {
+        let hang_up = transport.hang_up_handle().ok().flatten()?;
+        let state = Arc::new((Mutex::new(Negotiation::Running), Condvar::new()));
+        let watched = state.clone();
+        let watcher = std::thread::Builder::new()
+            .name(format!("deadline-{id}"))
+            .spawn(move || {
+                let (negotiation, ended) = &*watched;
+                let running = negotiation.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut negotiation, _) = ended
+                    .wait_timeout_while(running, timeout, |n| *n == Negotiation::Running)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *negotiation == Negotiation::Running {
+                    *negotiation = Negotiation::TimedOut;
+                    hang_up.hang_up();
+                }
+            });
+        watcher.ok().map(|_| HandshakeDeadline(state))
+    }
+
+    /// Negotiation ended; false if the deadline had passed first.
+    fn disarm(self) -> bool {
+        let (negotiation, ended) = &*self.0;
+        let mut negotiation = negotiation.lock().unwrap_or_else(|p| p.into_inner());
+        if *negotiation == Negotiation::TimedOut {
+            return false;
+        }
+        *negotiation = Negotiation::Ended;
+        ended.notify_one();
+        true
     }
 }
 

@@ -9,7 +9,7 @@ use crate::api::{Error, Flags};
 use crate::backend::{Export, Opened};
 use crate::log;
 use crate::protocol::consts::*;
-use crate::protocol::transmission::{self as codec, Command, Request};
+use crate::protocol::transmission::{self as codec, Command, Framing, Request};
 use crate::protocol::validate::{validate, ExportState};
 use crate::protocol::NbdError;
 use std::io::{self, IoSlice, Read, Write};
@@ -49,21 +49,35 @@ enum Outcome {
     Done,
     /// READ: the first `count` bytes of the worker's buffer.
     Data,
-    BlockStatus(Vec<(u32, u32)>),
+    /// BLOCK_STATUS descriptors, framed as the connection frames them.
+    BlockStatus(Vec<(u64, u32)>),
+}
+
+/// A failed request: the NBD error, and the message the layer gave with it, which structured
+/// and extended error chunks carry to the client (nbdkit ≥ 1.42 sends it; qemu prints it).
+struct Failure {
+    error: NbdError,
+    message: Option<String>,
+}
+
+impl From<NbdError> for Failure {
+    fn from(error: NbdError) -> Failure {
+        Failure { error, message: None }
+    }
 }
 
 pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u64) {
     let Negotiated {
         export,
         opened,
-        structured_replies,
+        framing,
         base_allocation,
         seat: _seat,
     } = negotiated;
     let state = ExportState {
         size: opened.size,
-        eflags: super::eflags(&opened.caps, structured_replies, export.thread_model()),
-        structured_replies,
+        eflags: super::eflags(&opened.caps, framing != Framing::Simple, export.thread_model()),
+        framing,
         base_allocation,
     };
     let workers = export.useful_workers(server.options.threads);
@@ -87,7 +101,7 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         state.size,
         state.eflags
     );
-    let peer = transport.peer_name().map(std::sync::Arc::<str>::from);
+    let peer = Arc::new(transport.peer());
     std::thread::scope(|scope| {
         for n in 1..workers {
             let peer = peer.clone();
@@ -125,11 +139,13 @@ impl Connection<'_> {
                 Ok(None) => return,
                 Err(e) => return log::debug!(self.server.log, "connection {}: {e}", self.id),
             };
-            let result = verdict.and_then(|()| {
+            let result = verdict.map_err(Failure::from).and_then(|()| {
                 let _turn = self.request_lock.as_ref().map(lock);
                 let _serial = self.export.lock_request();
-                self.execute(&request, &mut buf)
-                    .map_err(|e| nbd_error(e.errno).for_request_flags(request.flags))
+                self.execute(&request, &mut buf).map_err(|e| Failure {
+                    error: nbd_error(e.errno).for_request_flags(request.flags),
+                    message: e.message,
+                })
             });
             if let Err(e) = self.reply(&request, result, &buf) {
                 log::debug!(self.server.log, "connection {}: writing a reply: {e}", self.id);
@@ -184,11 +200,17 @@ impl Connection<'_> {
             let freed = std::mem::take(&mut *lock(&self.spare)).len();
             self.large_buffers.fetch_sub(freed, Ordering::Relaxed);
         }
-        let mut header = [0; codec::REQUEST_HEADER_LEN];
-        if !read_exact_or_eof(&mut reader, &mut header)? {
+        let framing = self.state.framing;
+        let mut header = [0; codec::EXTENDED_REQUEST_HEADER_LEN];
+        let header = &mut header[..framing.request_header_len()];
+        if !read_exact_or_eof(&mut reader, header)? {
             return Ok(None);
         }
-        let request = codec::parse_request(&header).map_err(io::Error::other)?;
+        let parsed = match framing {
+            Framing::Extended => codec::parse_extended_request((&*header).try_into().expect("32 bytes")),
+            _ => codec::parse_request((&*header).try_into().expect("28 bytes")),
+        };
+        let request = parsed.map_err(io::Error::other)?;
         if request.command == Command::Disc {
             return Ok(None);
         }
@@ -196,13 +218,13 @@ impl Connection<'_> {
         if verdict.is_ok() && self.server.shutdown.requested() {
             verdict = Err(NbdError::Shutdown);
         }
-        // A refused write's payload is still on the wire: read it to keep the stream in
+        // A refused request's payload is still on the wire: read it to keep the stream in
         // step, unless it is too large to be worth draining.
-        let payload = request.payload_len().map_err(io::Error::other)? as usize;
+        let payload = request.payload_len(framing).map_err(io::Error::other)?;
         if verdict.is_ok() {
-            reader.read_exact(self.sized(buf, payload))?;
+            reader.read_exact(self.sized(buf, payload as usize))?;
         } else {
-            io::copy(&mut reader.take(payload as u64), &mut io::sink())?;
+            io::copy(&mut reader.take(payload), &mut io::sink())?;
         }
         Ok(Some((request, verdict)))
     }
@@ -210,7 +232,7 @@ impl Connection<'_> {
     /// Run a validated request through the layers, with the flags nbdkit passes for it.
     fn execute(&self, request: &Request, buf: &mut Vec<u8>) -> Result<Outcome, Error> {
         let ctx = &self.opened;
-        let (offset, count) = (request.offset, u64::from(request.count));
+        let (offset, count) = (request.offset, request.count);
         let flag = |bit: u16| request.flags & bit != 0;
         let fua = Flags::NONE.with(Flags::FUA, flag(CMD_FLAG_FUA));
         match request.command {
@@ -235,10 +257,10 @@ impl Connection<'_> {
         }
     }
 
-    fn block_status(&self, request: &Request) -> Result<Vec<(u32, u32)>, Error> {
+    fn block_status(&self, request: &Request) -> Result<Vec<(u64, u32)>, Error> {
         let req_one = request.flags & CMD_FLAG_REQ_ONE != 0;
         let flags = Flags::NONE.with(Flags::REQ_ONE, req_one);
-        let extents = self.opened.extents(u64::from(request.count), request.offset, flags)?;
+        let extents = self.opened.extents(request.count, request.offset, flags)?;
         let runs: Vec<(u64, u32)> = extents
             .iter()
             .map(|e| {
@@ -247,35 +269,66 @@ impl Connection<'_> {
                 (e.length, hole | zero)
             })
             .collect();
-        Ok(codec::block_status_descriptors(request.count, req_one, &runs))
+        Ok(codec::block_status_descriptors(
+            request.count,
+            req_one,
+            &runs,
+            self.state.framing,
+        ))
     }
 
-    /// Send the reply, whole, under the write lock: nbdkit's reply shapes (server/protocol.c).
-    fn reply(&self, request: &Request, result: Result<Outcome, NbdError>, buf: &[u8]) -> io::Result<()> {
-        let cookie = request.cookie;
-        let structured = self.state.structured_replies;
+    /// Send the reply, whole, under the write lock: nbdkit's reply shapes (server/protocol.c),
+    /// and with extended headers the 32-byte chunks that replace them all.
+    fn reply(&self, request: &Request, result: Result<Outcome, Failure>, buf: &[u8]) -> io::Result<()> {
+        let (cookie, offset) = (request.cookie, request.offset);
+        let framing = self.state.framing;
         let _writing = lock(&self.write_lock);
         let mut writer = self.transport;
-        let chunked = structured && matches!(request.command, Command::Read | Command::BlockStatus);
         match result {
             Ok(Outcome::Data) => {
                 let data = &buf[..request.count as usize];
-                if structured {
-                    let header = codec::read_chunk_header(cookie, request.offset, request.count);
-                    write_all_vectored(&mut writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
-                } else {
-                    let header = codec::simple_reply(cookie, None);
-                    write_all_vectored(&mut writer, &mut [IoSlice::new(&header), IoSlice::new(data)])
+                let send = |writer: &mut &Transport, header: &[u8]| {
+                    write_all_vectored(writer, &mut [IoSlice::new(header), IoSlice::new(data)])
+                };
+                match framing {
+                    Framing::Simple => send(&mut writer, &codec::simple_reply(cookie, None)),
+                    Framing::Structured => send(
+                        &mut writer,
+                        &codec::read_chunk_header(cookie, offset, data.len() as u32),
+                    ),
+                    Framing::Extended => send(
+                        &mut writer,
+                        &codec::extended_read_header(cookie, offset, data.len() as u64),
+                    ),
                 }
             }
             Ok(Outcome::BlockStatus(descriptors)) => {
-                let mut chunk = Vec::with_capacity(32 + 8 * descriptors.len());
-                codec::block_status_chunk(&mut chunk, cookie, BASE_ALLOCATION_ID, &descriptors);
+                let mut chunk = Vec::with_capacity(40 + 16 * descriptors.len());
+                match framing {
+                    Framing::Extended => {
+                        codec::block_status_ext_chunk(&mut chunk, cookie, offset, BASE_ALLOCATION_ID, &descriptors)
+                    }
+                    _ => codec::block_status_chunk(&mut chunk, cookie, BASE_ALLOCATION_ID, &descriptors),
+                }
                 writer.write_all(&chunk)
             }
+            Ok(Outcome::Done) if framing == Framing::Extended => {
+                writer.write_all(&codec::extended_done(cookie, offset))
+            }
             Ok(Outcome::Done) => writer.write_all(&codec::simple_reply(cookie, None)),
-            Err(e) if chunked => writer.write_all(&codec::error_chunk(cookie, e)),
-            Err(e) => writer.write_all(&codec::simple_reply(cookie, Some(e))),
+            // Structured replies carry errors in chunks for READ and BLOCK_STATUS only, as
+            // nbdkit sends them; extended headers for every command.
+            Err(failure)
+                if framing == Framing::Extended
+                    || (framing == Framing::Structured
+                        && matches!(request.command, Command::Read | Command::BlockStatus)) =>
+            {
+                let mut chunk = Vec::new();
+                let message = failure.message.as_deref().unwrap_or_default();
+                codec::error_chunk(&mut chunk, framing, cookie, offset, failure.error, message);
+                writer.write_all(&chunk)
+            }
+            Err(failure) => writer.write_all(&codec::simple_reply(cookie, Some(failure.error))),
         }
     }
 }

@@ -11,6 +11,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use super::tls::TlsStream;
+use crate::runtime::peer::Peer;
+
 pub enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -19,6 +22,8 @@ pub enum Transport {
         input: File,
         output: File,
     },
+    /// A socket after STARTTLS.
+    Tls(Box<TlsStream>),
 }
 
 /// A second handle on a connection's socket, with which the shutdown path stops reading from
@@ -46,7 +51,24 @@ impl Transport {
             Transport::Tcp(s) => s.peer_addr().ok().map(|a| a.to_string()),
             Transport::Unix(_) => Some("unix".into()),
             Transport::Stdio { .. } => None,
+            Transport::Tls(s) => s.peer_name(),
         }
+    }
+
+    /// The client as a component may ask about it (nbdkit_peer_name, nbdkit_is_tls,
+    /// nbdkit_peer_tls_dn).
+    pub fn peer(&self) -> Peer {
+        Peer {
+            name: self.peer_name(),
+            tls: match self {
+                Transport::Tls(s) => Some(s.peer().clone()),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
     }
 
     fn input_fd(&self) -> BorrowedFd<'_> {
@@ -54,12 +76,18 @@ impl Transport {
             Transport::Tcp(s) => s.as_fd(),
             Transport::Unix(s) => s.as_fd(),
             Transport::Stdio { input, .. } => input.as_fd(),
+            Transport::Tls(s) => s.fd(),
         }
     }
 
     /// Wait up to `timeout` for the client to send something (or hang up): false if it
     /// stayed quiet.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        if let Transport::Tls(s) = self {
+            if s.has_pending() {
+                return Ok(true);
+            }
+        }
         let mut fds = [PollFd::new(self.input_fd(), PollFlags::POLLIN)];
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
         match nix::poll::poll(&mut fds, timeout) {
@@ -73,7 +101,7 @@ impl Transport {
         Ok(match self {
             Transport::Tcp(s) => Some(HangUp::Tcp(s.try_clone()?)),
             Transport::Unix(s) => Some(HangUp::Unix(s.try_clone()?)),
-            Transport::Stdio { .. } => None,
+            Transport::Stdio { .. } | Transport::Tls(_) => None,
         })
     }
 }
@@ -84,6 +112,7 @@ impl Read for &Transport {
             Transport::Tcp(s) => (&*s).read(buf),
             Transport::Unix(s) => (&*s).read(buf),
             Transport::Stdio { input, .. } => (&*input).read(buf),
+            Transport::Tls(s) => s.read(buf),
         }
     }
 }
@@ -94,6 +123,7 @@ impl Write for &Transport {
             Transport::Tcp(s) => (&*s).write(buf),
             Transport::Unix(s) => (&*s).write(buf),
             Transport::Stdio { output, .. } => (&*output).write(buf),
+            Transport::Tls(s) => s.write(buf),
         }
     }
 
@@ -102,6 +132,7 @@ impl Write for &Transport {
             Transport::Tcp(s) => (&*s).write_vectored(bufs),
             Transport::Unix(s) => (&*s).write_vectored(bufs),
             Transport::Stdio { output, .. } => (&*output).write_vectored(bufs),
+            Transport::Tls(s) => s.write_vectored(bufs),
         }
     }
 

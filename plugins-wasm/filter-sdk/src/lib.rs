@@ -34,9 +34,10 @@ use std::marker::PhantomData;
 pub use nbdbox_sdk::layer;
 use nbdbox_sdk::layer::{Meta, Version};
 pub use nbdbox_sdk::{
-    counter_add, debug, end_of, errno, error, grants, host, info, log, log_error, memory_limit, parse_bool, parse_size,
-    shutdown, sleep, to_usize, unknown_key, warning, BlockSize, CacheMode, Capabilities, CmdFlags, Errno, Error,
-    Export, Extent, ExtentFlags, FuaMode, Key, Kind, LogLevel, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
+    counter_add, debug, end_of, errno, error, grants, host, info, is_tls, log, log_error, memory_limit, parse_bool,
+    parse_size, peer_name, peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep, to_usize, unknown_key, warning, BlockSize,
+    CacheMode, Capabilities, CmdFlags, Errno, Error, Export, Extent, ExtentFlags, FuaMode, Key, Kind, LogLevel,
+    ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 
 #[doc(hidden)]
@@ -133,7 +134,15 @@ pub trait Filter: Default + 'static {
         next::Connection::open(readonly, export_name)
     }
 
-    /// This filter's part of the client's open, with the layer below already open.
+    /// False to leave the layer below closed for this client: nbdkit lets a filter's open skip
+    /// `next_open` (filters/tls-fallback/tls-fallback.c answers plaintext clients without
+    /// reaching the plugin). [`Next::is_open`] is then false and calls to it fail with EIO.
+    fn opens_next(&self, _readonly: bool, _export_name: &str) -> bool {
+        true
+    }
+
+    /// This filter's part of the client's open, with the layer below already open (unless
+    /// [`Filter::opens_next`] kept it closed).
     fn open(&self, next: &Next, readonly: bool, export_name: &str) -> Result<Self::Connection>;
 }
 
@@ -212,7 +221,8 @@ impl Next {
         self.below.replace(below)
     }
 
-    /// False after [`Next::replace`] left no layer below.
+    /// False when [`Filter::opens_next`] kept the layer below closed, or [`Next::replace`] left
+    /// none.
     pub fn is_open(&self) -> bool {
         self.below.borrow().is_some()
     }
@@ -224,8 +234,9 @@ impl Next {
         }
     }
 
+    /// Nothing to do when the layer below was never opened ([`Filter::opens_next`]).
     pub fn prepare(&self) -> Result<()> {
-        self.call(next::Connection::prepare)
+        self.below.borrow().as_ref().map_or(Ok(()), next::Connection::prepare)
     }
 
     /// Nothing to do when the layer below is not open: whoever emptied it finalized it.
@@ -331,8 +342,13 @@ impl<F: Filter + Version> Guest for Adapter<F> {
 impl<F: Filter> GuestConnection for ConnectionAdapter<F> {
     fn open(readonly: bool, export_name: String) -> Result<Handle> {
         layer::with(|filter: &F| {
+            let below = if filter.opens_next(readonly, &export_name) {
+                Some(filter.open_next(readonly, &export_name)?)
+            } else {
+                None
+            };
             let next = Next {
-                below: RefCell::new(Some(filter.open_next(readonly, &export_name)?)),
+                below: RefCell::new(below),
             };
             let connection = filter.open(&next, readonly, &export_name)?;
             Ok(Handle::new(ConnectionAdapter::<F> { connection, next }))

@@ -106,11 +106,14 @@ pub mod streams {
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
-        counter_add, log, memory_limit, parse_bool, parse_size, peer_name, shutdown, sleep, LogLevel,
+        counter_add, is_tls, log, memory_limit, parse_bool, parse_size, peer_name, peer_tls_dn, peer_tls_issuer_dn,
+        shutdown, sleep, LogLevel,
     };
 }
 
-pub use host::{counter_add, memory_limit, peer_name, shutdown, sleep, LogLevel};
+pub use host::{
+    counter_add, is_tls, memory_limit, peer_name, peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep, LogLevel,
+};
 
 /// What most plugins use: `use nbdbox_sdk::prelude::*;`.
 pub mod prelude {
@@ -140,6 +143,10 @@ pub enum Kind {
     OutputFile,
     /// A directory the host opens: [`grants::open_directory`].
     Directory,
+    /// A file, or a directory, the host opens read-only whatever `-r` says: for what a
+    /// component reads and must never change (a CA bundle, credentials).
+    InputFile,
+    InputDirectory,
     /// A path whose existence the component may test: [`grants::exists`].
     TriggerFile,
     /// An http(s) URL whose origin the plugin may reach: [`http::open`].
@@ -168,6 +175,8 @@ impl Kind {
             Kind::File => "file",
             Kind::OutputFile => "output-file",
             Kind::Directory => "directory",
+            Kind::InputFile => "input-file",
+            Kind::InputDirectory => "input-directory",
             Kind::TriggerFile => "trigger-file",
             Kind::Url => "url",
             Kind::NbdUri => "nbd-uri",

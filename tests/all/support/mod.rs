@@ -10,6 +10,7 @@
 mod clients;
 mod compare;
 mod origins;
+mod pki;
 mod process;
 mod raw_client;
 mod server;
@@ -20,6 +21,7 @@ mod upstreams;
 pub use clients::{export_names, nbdkit_captive, nbdsh, pid_alive, run_tool, shell};
 pub use compare::{both, both_on_copies, same_as_nbdkit, sparse_image, INFO_AND_MAP};
 pub use origins::{FlakyOrigin, Nginx, TestPki};
+pub use pki::Pki;
 pub use process::{
     assert_exit1, assert_success, describe, nbdbox, recorded, run_captive, run_captive_timeout, run_with_timeout,
     shell_quote, stderr, stdout, value, DEFAULT_TIMEOUT,

@@ -40,6 +40,7 @@ pub mod nbd {
     pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
     pub const REP_ERR_POLICY: u32 = 0x8000_0002;
     pub const REP_ERR_INVALID: u32 = 0x8000_0003;
+    pub const REP_ERR_TLS_REQD: u32 = 0x8000_0005;
     pub const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
 
     pub const INFO_EXPORT: u16 = 0;
@@ -64,6 +65,7 @@ pub mod nbd {
     pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
     pub const CMD_FLAG_DF: u16 = 1 << 2;
     pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+    pub const CMD_FLAG_PAYLOAD_LEN: u16 = 1 << 5;
     pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 
     pub const REPLY_FLAG_DONE: u16 = 1;

@@ -119,22 +119,35 @@ impl S3rver {
         );
         let data = dir.join("s3rver");
         std::fs::create_dir_all(&data).unwrap();
-        let port = super::server::free_port();
+        // Port 0, and the port it says it listens on: no race for a free port with the
+        // servers other tests start meanwhile.
+        let said = dir.join("s3rver.out");
         let mut c = Command::new(tool("node"));
         c.arg(&s3rver)
-            .args([
-                "--silent",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--directory",
-            ])
+            .args(["--silent", "--address", "127.0.0.1", "--port", "0", "--directory"])
             .arg(&data)
             // s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider.
-            .env("NODE_OPTIONS", "--openssl-legacy-provider");
-        let daemon = spawn(c, "s3rver");
-        wait_for_port(port, "s3rver");
+            .env("NODE_OPTIONS", "--openssl-legacy-provider")
+            .env("PATH", child_path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&said).unwrap())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let daemon = Daemon(c.spawn().expect("start s3rver"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let out = std::fs::read_to_string(&said).unwrap_or_default();
+            // The whole line, then the port.
+            let line = out
+                .split("listening on 127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split_once('\n'));
+            if let Some(port) = line.and_then(|(port, _)| port.trim().parse().ok()) {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "s3rver did not start: {out}");
+            thread::sleep(Duration::from_millis(20));
+        };
         S3rver { port, _daemon: daemon }
     }
 

@@ -62,7 +62,7 @@ impl StoreData {
 
 impl Host for StoreData {
     fn open_file(&mut self, key: String) -> Answer<Resource<GrantedFile>> {
-        let kinds = [ConfigKind::File, ConfigKind::OutputFile];
+        let kinds = [ConfigKind::File, ConfigKind::InputFile, ConfigKind::OutputFile];
         let Some(Grant::File { file, writable }) = self.env.grant(&key, &kinds) else {
             return Err(refused(Errno::Acces, format!("no file was granted for key '{key}'")));
         };
@@ -74,7 +74,10 @@ impl Host for StoreData {
     }
 
     fn open_directory(&mut self, key: String) -> Answer<Resource<GrantedDirectory>> {
-        let Some(Grant::Directory { dir, writable }) = self.env.grant(&key, &[ConfigKind::Directory]) else {
+        let Some(Grant::Directory { dir, writable }) = self
+            .env
+            .grant(&key, &[ConfigKind::Directory, ConfigKind::InputDirectory])
+        else {
             return Err(refused(
                 Errno::Acces,
                 format!("no directory was granted for key '{key}'"),

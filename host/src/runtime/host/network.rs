@@ -43,7 +43,7 @@ impl StoreData {
 
     /// The bytes of a file grant for `key` (cainfo=), read whole.
     fn granted_bytes(&self, key: &str) -> Answer<Vec<u8>> {
-        match self.env.grant(key, &[ConfigKind::File]) {
+        match self.env.grant(key, &[ConfigKind::File, ConfigKind::InputFile]) {
             Some(Grant::File { file, .. }) => {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let mut bytes = super::buffers::allocate(len.min(u64::from(MAX_RECEIVE)) as usize)?;
@@ -57,7 +57,10 @@ impl StoreData {
 
     /// Every file beneath a directory grant for `key` (capath=).
     fn granted_directory_files(&self, key: &str) -> Answer<Vec<Vec<u8>>> {
-        let Some(Grant::Directory { dir, .. }) = self.env.grant(key, &[ConfigKind::Directory]) else {
+        let Some(Grant::Directory { dir, .. }) = self
+            .env
+            .grant(key, &[ConfigKind::Directory, ConfigKind::InputDirectory])
+        else {
             return Err(refused(
                 Errno::Acces,
                 format!("no directory was granted for key '{key}'"),

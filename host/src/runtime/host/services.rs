@@ -2,8 +2,8 @@
 
 use crate::log::Level;
 use crate::runtime::bindings::nbdbox::plugin::host::{Host, LogLevel};
-use crate::runtime::clock;
 use crate::runtime::state::StoreData;
+use crate::runtime::{clock, peer};
 use std::time::{Duration, Instant};
 use wasmtime::Result;
 
@@ -50,7 +50,19 @@ impl Host for StoreData {
     }
 
     fn peer_name(&mut self) -> Result<Option<String>> {
-        Ok(crate::runtime::peer::current())
+        Ok(peer::current().and_then(|p| p.name.clone()))
+    }
+
+    fn is_tls(&mut self) -> Result<bool> {
+        Ok(peer::current().is_some_and(|p| p.tls.is_some()))
+    }
+
+    fn peer_tls_dn(&mut self) -> Result<Option<String>> {
+        Ok(peer::current().and_then(|p| p.tls.as_ref()?.subject_dn.clone()))
+    }
+
+    fn peer_tls_issuer_dn(&mut self) -> Result<Option<String>> {
+        Ok(peer::current().and_then(|p| p.tls.as_ref()?.issuer_dn.clone()))
     }
 
     fn counter_add(&mut self, name: String, delta: i64) -> Result<i64> {

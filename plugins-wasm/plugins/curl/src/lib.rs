@@ -69,12 +69,12 @@ impl Plugin for Curl {
         Key::new("url", Kind::Url, "[url=]<URL>  The disk image (http:// or https://)."),
         Key::new(
             "cainfo",
-            Kind::File,
+            Kind::InputFile,
             "cainfo=<FILE>  PEM certificates to trust instead of the system's.",
         ),
         Key::new(
             "capath",
-            Kind::Directory,
+            Kind::InputDirectory,
             "capath=<DIR>  A directory of PEM certificates to trust too.",
         ),
         Key::new(

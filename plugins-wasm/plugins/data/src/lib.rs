@@ -112,10 +112,10 @@ impl Plugin for Data {
             Kind::Text,
             "allocator=sparse  Backend allocation strategy (only sparse).",
         ),
-        Key::new("file", Kind::File, "file=FILE  The file <FILE may read."),
+        Key::new("file", Kind::InputFile, "file=FILE  The file <FILE may read."),
         Key::new(
             "dir",
-            Kind::Directory,
+            Kind::InputDirectory,
             "dir=DIR  A directory whose files <NAME may read.",
         ),
     ];

@@ -1,14 +1,18 @@
-//! memory: a sparse RAM disk, as nbdkit-memory-plugin(1) with the sparse allocator.
+//! memory: a RAM disk, as nbdkit-memory-plugin(1) with its `sparse` (default) and `malloc`
+//! allocators.
 //!
 //! One instance serves every connection (shared state), so the disk lives in the plugin value
-//! and each connection holds it by `Rc`. Writes that would push the instance past the host's
-//! memory limit fail with ENOSPC instead of trapping; trim and zero give pages back.
+//! and each connection holds it by `Rc`. Sparse writes that would push the instance past the
+//! host's memory limit fail with ENOSPC instead of trapping; trim and zero give pages back.
+//! A malloc disk is allocated whole at startup.
 
+mod flat;
 mod sparse;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use flat::Flat;
 use nbdbox_sdk::prelude::*;
 use sparse::{Chunk, Sparse, WriteError, PAGE_COST};
 
@@ -40,26 +44,125 @@ fn enospc() -> Error {
     )
 }
 
+/// nbdkit's `allocator=` values.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Allocator {
+    #[default]
+    Sparse,
+    Malloc,
+}
+
+/// `allocator=sparse`, `malloc` or `malloc,mlock=false`. `zstd` and `mlock=true` are refused
+/// by name: a component cannot lock its pages, and nbdbox has no zstd allocator.
+fn parse_allocator(value: &str) -> Result<Allocator> {
+    let (name, options) = value.split_once(',').unwrap_or((value, ""));
+    let allocator = match name {
+        "sparse" => Allocator::Sparse,
+        "malloc" => Allocator::Malloc,
+        "zstd" => {
+            return Err(error(
+                Errno::Einval,
+                "memory: allocator=zstd is not supported by nbdbox",
+            ))
+        }
+        _ => return Err(error(Errno::Einval, format!("memory: unknown allocator \"{name}\""))),
+    };
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("mlock", on)) if allocator == Allocator::Malloc => {
+                if nbdbox_sdk::parse_bool("mlock", on)? {
+                    return Err(error(
+                        Errno::Einval,
+                        "memory: mlock=true: a component cannot lock its memory",
+                    ));
+                }
+            }
+            _ => {
+                return Err(error(
+                    Errno::Einval,
+                    format!("memory: allocator={name}: unknown option \"{option}\""),
+                ))
+            }
+        }
+    }
+    Ok(allocator)
+}
+
+/// Where the data is: pages allocated on first write, or one allocation for the disk.
+enum Store {
+    Sparse(Sparse),
+    Flat(Flat),
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store::Sparse(Sparse::default())
+    }
+}
+
+impl Store {
+    fn read(&self, offset: u64, len: u32, out: impl FnMut(Chunk<'_>)) {
+        match self {
+            Store::Sparse(sparse) => sparse.read(offset, len, out),
+            Store::Flat(flat) => flat.read(offset, len, out),
+        }
+    }
+
+    fn write<E>(
+        &mut self,
+        offset: u64,
+        len: u32,
+        fill: impl FnMut(u32, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), WriteError<E>> {
+        match self {
+            Store::Sparse(sparse) => sparse.write(offset, len, fill),
+            Store::Flat(flat) => flat.write(offset, len, fill),
+        }
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) {
+        match self {
+            Store::Sparse(sparse) => sparse.zero(offset, len),
+            Store::Flat(flat) => flat.zero(offset, len),
+        }
+    }
+
+    /// A flat disk is data throughout, as nbdkit's malloc allocator reports it.
+    fn extents(&self, offset: u64, len: u64, req_one: bool) -> Vec<sparse::Span> {
+        match self {
+            Store::Sparse(sparse) => sparse.extents(offset, len, req_one),
+            Store::Flat(_) => vec![(offset, len, sparse::Kind::Data)],
+        }
+    }
+}
+
 #[derive(Default)]
 struct Memory {
     size: Option<u64>,
-    disk: Rc<RefCell<Sparse>>,
+    allocator: Allocator,
+    disk: Rc<RefCell<Store>>,
 }
 
 impl Plugin for Memory {
     const NAME: &'static str = "memory";
     const DESCRIPTION: &'static str = "A sparse RAM disk shared by all connections";
     const MAGIC_CONFIG_KEY: Option<&'static str> = Some("size");
-    const CONFIG_KEYS: &'static [Key] = &[Key::new(
-        "size",
-        Kind::Size,
-        "[size=]<SIZE>  Size of the RAM disk (required).",
-    )];
+    const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("size", Kind::Size, "[size=]<SIZE>  Size of the RAM disk (required)."),
+        Key::new(
+            "allocator",
+            Kind::Text,
+            "allocator=sparse|malloc  Pages on first write (default), or the whole disk at startup.",
+        ),
+    ];
     const SHARED_STATE: bool = true;
     type Connection = MemoryConnection;
 
     fn config(&mut self, key: &str, value: &str) -> Result<()> {
-        self.size = Some(nbdbox_sdk::parse_size(key, value)?);
+        match key {
+            "allocator" => self.allocator = parse_allocator(value)?,
+            _ => self.size = Some(nbdbox_sdk::parse_size(key, value)?),
+        }
         Ok(())
     }
 
@@ -67,7 +170,19 @@ impl Plugin for Memory {
         if self.size.is_none() {
             return Err(error(Errno::Einval, "you must specify size=<SIZE> on the command line"));
         }
-        self.disk = Rc::new(RefCell::new(Sparse::new(page_budget())));
+        let store = match self.allocator {
+            Allocator::Sparse => Store::Sparse(Sparse::new(page_budget())),
+            Allocator::Malloc => {
+                let size = self.size.unwrap_or_default();
+                Store::Flat(Flat::new(size, page_budget() * sparse::PAGE_SIZE).map_err(|_| {
+                    error(
+                        Errno::Enomem,
+                        format!("memory: allocator=malloc: {size} bytes do not fit in the instance's memory limit"),
+                    )
+                })?)
+            }
+        };
+        self.disk = Rc::new(RefCell::new(store));
         Ok(())
     }
 
@@ -82,7 +197,7 @@ impl Plugin for Memory {
 
 struct MemoryConnection {
     size: u64,
-    disk: Rc<RefCell<Sparse>>,
+    disk: Rc<RefCell<Store>>,
 }
 
 #[nbdbox_sdk::connection]

@@ -39,6 +39,7 @@ impl Server {
 struct Nbd {
     /// Every connection parameter given, to refuse a mix as nbdkit does.
     servers: Vec<Server>,
+    /// `port=` was given (it goes with `hostname=`).
     port: bool,
     /// The export named by `uri=`'s path.
     uri_export: String,

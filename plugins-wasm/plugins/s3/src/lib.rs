@@ -87,7 +87,7 @@ impl Plugin for S3 {
         ),
         Key::new(
             "credentials-file",
-            Kind::File,
+            Kind::InputFile,
             "credentials-file=<FILE>  AWS shared credentials file (~/.aws/credentials).",
         ),
         Key::new(
