@@ -72,6 +72,9 @@ pub struct Cli {
     /// Offer no meta contexts (no block status)
     #[arg(long = "no-mc", visible_alias = "no-meta-contexts")]
     pub no_mc: bool,
+    /// Serve the oldstyle protocol: the default export, no negotiation
+    #[arg(short = 'o', long = "oldstyle", visible_alias = "old-style")]
+    pub oldstyle: bool,
     /// Newstyle protocol (the default; accepted for nbdkit's command lines)
     #[arg(short = 'n', long = "newstyle", visible_alias = "new-style")]
     pub newstyle: bool,
@@ -323,6 +326,7 @@ impl Cli {
                 handshake_timeout: self.timeout,
                 keepalive: self.keepalive,
                 no_meta_contexts: self.no_mc,
+                oldstyle: self.oldstyle,
             },
             exports: vec![ExportConfig {
                 name: None,

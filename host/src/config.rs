@@ -116,6 +116,8 @@ pub struct ServerOptions {
     pub keepalive: bool,
     /// `--no-mc`: meta contexts are not offered.
     pub no_meta_contexts: bool,
+    /// `-o`: the oldstyle protocol (no option haggling: the default export at once).
+    pub oldstyle: bool,
 }
 
 /// One export: its layers, their parameters and limits.
@@ -188,6 +190,10 @@ impl Config {
         let refuse = |why: &str| Err(ConfigError(why.to_owned()));
         if self.listen == Listen::Stdio && (self.run.is_some() || self.action == Action::DumpPlugin) {
             return refuse("-s cannot be used with --run or --dump-plugin");
+        }
+        // The oldstyle protocol has no STARTTLS (nbdkit refuses the same).
+        if self.server.oldstyle && self.server.tls.mode == Some(TlsMode::Require) {
+            return refuse("-o (oldstyle) cannot be used with --tls=require");
         }
         for export in &self.exports {
             if export.limits.call_timeout.is_zero() {

@@ -171,23 +171,16 @@ fn option_lists_cover_nbdkits() {
     for flag in ["--short-options", "--long-options"] {
         let ours = lines(&nbdbox(&[flag]));
         let theirs = lines(&nbdkit(&[flag]));
-        // What nbdbox does not offer: user and group changes, IPv4/6-only resolution,
-        // vsock, swap locking and SELinux socket labels.
+        // What nbdbox does not offer: IPv4/6-only resolution, vsock, swap locking and SELinux
+        // socket labels.
         let unsupported = [
             "-4",
             "-6",
-            "-g",
-            "-u",
-            "-o",
             "--ipv4-only",
             "--ipv6-only",
-            "--group",
-            "--user",
             "--vsock",
             "--swap",
             "--selinux-label",
-            "--old-style",
-            "--oldstyle",
         ];
         let missing: Vec<&String> = theirs
             .iter()

@@ -710,3 +710,60 @@ fn garbage_in_transmission() {
     assert_eq!(w.read(0, 10).unwrap(), b"still-here");
     fresh_client_works(&srv, 6);
 }
+
+#[test]
+fn oldstyle_greets_as_nbdkit_does_and_serves() {
+    let greeting = |nbdkit: bool| {
+        let dir = TempDir::new("oldstyle");
+        let sock = dir.join("sock");
+        let program = if nbdkit { tool("nbdkit") } else { bin() };
+        let mut server = std::process::Command::new(program)
+            .args(["-o", "-f", "-U", sock.to_str().unwrap(), "memory", "1M"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match std::os::unix::net::UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("no server: {e}"),
+            }
+        };
+        let mut bytes = vec![0; 152];
+        std::io::Read::read_exact(&mut s, &mut bytes).unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        bytes
+    };
+    let ours = greeting(false);
+    assert_eq!(ours, greeting(true), "the oldstyle greeting differs from nbdkit's");
+    assert_eq!(&ours[..8], b"NBDMAGIC");
+    let script = "qemu-io -f raw -c 'write -P 7 0 4k' -c 'read -P 7 0 4k' \"$nbd\" && nbdinfo \"$uri\"";
+    let out = assert_success(&run_captive(&["-o", "memory", "1M"], script));
+    assert!(out.contains("oldstyle"), "{out}");
+    assert!(!out.contains("failed"), "{out}");
+}
+
+#[test]
+fn an_export_needing_alignment_is_refused_to_clients_that_would_not_learn_it() {
+    let srv = Server::start(&["--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=4k"]);
+    let mut c = RawClient::connect_fixed(&srv.sock);
+    let refused = c.info_or_go(OPT_GO, "", &[]);
+    assert_eq!(
+        refused.last().unwrap().typ,
+        0x8000_0008,
+        "NBD_REP_ERR_BLOCK_SIZE_REQD: {refused:?}"
+    );
+    let replies = c.info_or_go(OPT_GO, "", &[INFO_BLOCK_SIZE]);
+    assert_eq!(replies.last().unwrap().typ, REP_ACK);
+    let sizes = replies
+        .iter()
+        .find(|r| r.typ == REP_INFO && be16_of(&r.data) == INFO_BLOCK_SIZE)
+        .expect("NBD_INFO_BLOCK_SIZE");
+    assert_eq!(be32_of(&sizes.data[2..]), 4096);
+    assert_eq!(c.read(0, 4096), Ok(vec![0; 4096]));
+    // 512-byte alignment is what every client keeps to: no need to ask.
+    let srv = Server::start(&["--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=512"]);
+    let mut c = RawClient::connect_fixed(&srv.sock);
+    assert_eq!(c.info_or_go(OPT_GO, "", &[]).last().unwrap().typ, REP_ACK);
+}

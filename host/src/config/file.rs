@@ -11,7 +11,7 @@
 //!
 //! [server]                         # threads, max-connections, memory-budget,
 //! max-connections = 64             # structured-replies, mask-handshake, meta-contexts,
-//!                                  # handshake-timeout (seconds), keepalive
+//!                                  # handshake-timeout (seconds), keepalive, oldstyle
 //!
 //! [tls]                            # or --tls... on the command line
 //! mode = "require"                 # off, on, require
@@ -97,6 +97,7 @@ pub struct Fixed {
     pub handshake_timeout: Option<Duration>,
     pub keepalive: Option<bool>,
     pub meta_contexts: Option<bool>,
+    pub oldstyle: Option<bool>,
 }
 
 /// `--config FILE` as the server started with it.
@@ -164,6 +165,7 @@ pub fn apply(
     server.handshake_timeout = fixed.handshake_timeout.or(server.handshake_timeout);
     server.keepalive = fixed.keepalive.unwrap_or(server.keepalive);
     server.no_meta_contexts = fixed.meta_contexts.map_or(server.no_meta_contexts, |on| !on);
+    server.oldstyle = fixed.oldstyle.unwrap_or(server.oldstyle);
     config.memory_budget = fixed.memory_budget.unwrap_or(config.memory_budget);
     check_limits(&file.exports, config.memory_budget)?;
     config.exports = file.exports;
@@ -351,6 +353,7 @@ struct ServerTable {
     handshake_timeout: Option<Spanned<f64>>,
     keepalive: Option<bool>,
     meta_contexts: Option<bool>,
+    oldstyle: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -788,6 +791,7 @@ fn parse(text: &str, path: &Path, limits: Limits) -> Result<FileConfig, ConfigEr
             .transpose()?,
         keepalive: server.keepalive,
         meta_contexts: server.meta_contexts,
+        oldstyle: server.oldstyle,
     };
     if document.export.is_empty() {
         return Err(ConfigError(format!(
@@ -914,6 +918,7 @@ name = "readahead"
                 handshake_timeout: Some(Duration::from_millis(1500)),
                 keepalive: Some(true),
                 meta_contexts: None,
+                oldstyle: None,
             }
         );
         assert_eq!(file.default_export.as_deref(), Some("disk"));

@@ -175,6 +175,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
             handshake_timeout: config.server.handshake_timeout,
             keepalive: config.server.keepalive,
             no_meta_contexts: config.server.no_meta_contexts,
+            oldstyle: config.server.oldstyle,
         },
         shutdown: shutdown.clone(),
         log: log.clone(),

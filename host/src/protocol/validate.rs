@@ -40,7 +40,8 @@ const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLA
 ///    (DISC included: callers handle it first) ⇒ `Inval`;
 /// 3. unknown flags, flags on the wrong command, or flags for unadvertised features ⇒ `Inval`
 ///    (with extended headers only a WRITE may carry a payload, announced or not);
-/// 4. READ/WRITE above `MAX_REQUEST_SIZE` ⇒ `NoMem`;
+/// 4. READ/WRITE above `MAX_REQUEST_SIZE` ⇒ `NoMem` (block sizes are advertised, not
+///    enforced, as nbdkit does: the blocksize-policy filter enforces them);
 /// 5. unadvertised commands, BLOCK_STATUS without structured replies or a selected
 ///    `base:allocation` ⇒ `Inval`.
 pub fn validate(req: &Request, export: &ExportState) -> Result<(), NbdError> {

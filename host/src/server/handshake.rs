@@ -64,6 +64,30 @@ enum Next {
     End,
 }
 
+/// The oldstyle protocol (`-o`, nbdkit's protocol-handshake-oldstyle.c): no options; the
+/// greeting carries the default export's size and flags, and transmission follows at once
+/// with simple replies.
+pub fn oldstyle(server: &Server, transport: Transport) -> Result<Option<(Negotiated, Transport)>, HandshakeError> {
+    let n = Negotiation {
+        server,
+        transport,
+        framing: Framing::Simple,
+        meta_export: None,
+        listed: false,
+        options_left: 0,
+        out: Vec::new(),
+    };
+    let seat = n.seat().map_err(HandshakeError::NoSeat)?;
+    let (export, opened) = n.open("").map_err(|error| HandshakeError::ExportName {
+        name: String::new(),
+        error,
+    })?;
+    let flags = eflags(&opened.caps, false, export.thread_model());
+    (&n.transport).write_all(&codec::oldstyle_greeting(opened.size, flags))?;
+    let negotiated = n.negotiated(export, opened, "", seat);
+    Ok(Some((negotiated, n.transport)))
+}
+
 /// Negotiate over `transport`; on success the transmission phase takes it over.
 pub fn negotiate(server: &Server, transport: Transport) -> Result<Option<(Negotiated, Transport)>, HandshakeError> {
     let offered = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & server.options.handshake_mask;
@@ -319,6 +343,21 @@ impl Negotiation<'_> {
                 return None;
             }
         };
+        let asked_block_size = request.info_types.contains(&INFO_BLOCK_SIZE);
+        let block_size = opened.block_size().ok().flatten();
+        // A client that would not learn an alignment beyond the 512 bytes portable clients keep
+        // to anyway cannot keep to it (the NBD spec, NBD_REP_ERR_BLOCK_SIZE_REQD): it must
+        // ask, or be refused.
+        if let (OPT_GO, false, Some(b)) = (option, asked_block_size, block_size) {
+            if b.minimum > 512 {
+                let why = format!(
+                    "this export needs requests aligned to {} bytes: the client must ask for NBD_INFO_BLOCK_SIZE",
+                    b.minimum
+                );
+                self.error(option, REP_ERR_BLOCK_SIZE_REQD, &why);
+                return None;
+            }
+        }
         let flags = eflags(&opened.caps, self.framing != Framing::Simple, export.thread_model());
         let payload = codec::info_export_payload(opened.size, flags);
         codec::option_reply(&mut self.out, option, REP_INFO, &payload);
@@ -334,7 +373,7 @@ impl Negotiation<'_> {
                     }
                 }
                 INFO_BLOCK_SIZE => {
-                    if let Ok(Some(b)) = opened.block_size() {
+                    if let Some(b) = block_size {
                         let payload = codec::info_block_size_payload(b.minimum, b.preferred, b.maximum);
                         codec::option_reply(&mut self.out, option, REP_INFO, &payload);
                     }

@@ -84,6 +84,8 @@ pub struct Options {
     pub keepalive: bool,
     /// --no-mc: LIST_META_CONTEXT and SET_META_CONTEXT are answered ERR_UNSUP.
     pub no_meta_contexts: bool,
+    /// -o: the oldstyle protocol.
+    pub oldstyle: bool,
 }
 
 /// The exports a server serves, by the name a client asks for. A reload replaces the
@@ -236,7 +238,11 @@ pub fn serve(server: &Server, transport: Transport, id: u64) {
             return log::debug!(server.log, "connection {id}: refused before the greeting: {e}");
         }
     }
-    let negotiated = handshake::negotiate(server, transport);
+    let negotiated = if server.options.oldstyle {
+        handshake::oldstyle(server, transport)
+    } else {
+        handshake::negotiate(server, transport)
+    };
     if deadline.is_some_and(|deadline| !deadline.disarm()) {
         return log::debug!(server.log, "connection {id}: dropped: negotiation outlasted --timeout");
     }

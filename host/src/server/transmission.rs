@@ -73,6 +73,7 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         framing,
         base_allocation,
         seat: _seat,
+        ..
     } = negotiated;
     let state = ExportState {
         size: opened.size,

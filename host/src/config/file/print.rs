@@ -56,6 +56,7 @@ pub fn print(config: &Config, stacks: &[Stack<'_>]) -> Result<String, ConfigErro
         handshake_timeout,
         keepalive,
         no_meta_contexts,
+        oldstyle,
     } = &config.server;
     let unset = &defaults.server;
     let mut settings = Vec::new();
@@ -86,6 +87,7 @@ pub fn print(config: &Config, stacks: &[Stack<'_>]) -> Result<String, ConfigErro
     }
     set(*keepalive, "keepalive", "true".to_owned());
     set(*no_meta_contexts, "meta-contexts", "false".to_owned());
+    set(*oldstyle, "oldstyle", "true".to_owned());
     section(&mut out, "[server]", &settings);
     let mut settings = Vec::new();
     settings.extend(tls.mode.map(|mode| {
