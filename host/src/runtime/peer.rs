@@ -15,6 +15,8 @@ pub struct Peer {
     pub name: Option<String>,
     /// Set once the connection is encrypted.
     pub tls: Option<TlsPeer>,
+    /// A Unix socket client's pid, uid and gid.
+    pub credentials: Option<(u32, u32, u32)>,
 }
 
 thread_local! {

@@ -64,7 +64,20 @@ impl Transport {
                 Transport::Tls(s) => Some(s.peer().clone()),
                 _ => None,
             },
+            credentials: self.unix_credentials(),
         }
+    }
+
+    /// SO_PEERCRED of a Unix socket client (kept across STARTTLS).
+    fn unix_credentials(&self) -> Option<(u32, u32, u32)> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let unix = match self {
+            Transport::Unix(_) => true,
+            Transport::Tls(s) => s.peer_name().as_deref() == Some("unix"),
+            _ => false,
+        };
+        let credentials = getsockopt(&self.input_fd(), PeerCredentials).ok().filter(|_| unix)?;
+        Some((credentials.pid() as u32, credentials.uid(), credentials.gid()))
     }
 
     pub fn is_tls(&self) -> bool {

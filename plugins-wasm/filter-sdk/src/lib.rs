@@ -35,9 +35,9 @@ pub use nbdbox_sdk::layer;
 use nbdbox_sdk::layer::{Meta, Version};
 pub use nbdbox_sdk::{
     counter_add, debug, end_of, errno, error, grants, host, info, is_tls, log, log_error, memory_limit, parse_bool,
-    parse_size, peer_name, peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep, to_usize, unknown_key, warning, BlockSize,
-    CacheMode, Capabilities, CmdFlags, Errno, Error, Export, Extent, ExtentFlags, FuaMode, Key, Kind, LogLevel,
-    ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
+    parse_size, peer_credentials, peer_name, peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep, to_usize, unknown_key,
+    warning, BlockSize, CacheMode, Capabilities, CmdFlags, Errno, Error, Export, Extent, ExtentFlags, FuaMode, Key,
+    Kind, LogLevel, ReadBuf, Result, ThreadModel, WriteBuf, ZeroMode,
 };
 
 #[doc(hidden)]

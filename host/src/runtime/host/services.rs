@@ -1,7 +1,7 @@
 //! The `host` interface: logging, nbdkit's value parsers, limits, shutdown, sleep, counters.
 
 use crate::log::Level;
-use crate::runtime::bindings::nbdbox::plugin::host::{Host, LogLevel};
+use crate::runtime::bindings::nbdbox::plugin::host::{Credentials, Host, LogLevel};
 use crate::runtime::state::StoreData;
 use crate::runtime::{clock, peer};
 use std::time::{Duration, Instant};
@@ -63,6 +63,12 @@ impl Host for StoreData {
 
     fn peer_tls_issuer_dn(&mut self) -> Result<Option<String>> {
         Ok(peer::current().and_then(|p| p.tls.as_ref()?.issuer_dn.clone()))
+    }
+
+    fn peer_credentials(&mut self) -> Result<Option<Credentials>> {
+        Ok(peer::current()
+            .and_then(|p| p.credentials)
+            .map(|(pid, uid, gid)| Credentials { pid, uid, gid }))
     }
 
     fn counter_add(&mut self, name: String, delta: i64) -> Result<i64> {

@@ -6,15 +6,16 @@
 //! The check runs in preconnect, and again when a client lists or opens exports (nbdkit ≥
 //! 1.42): under `--tls=on` a client's certificate only exists after STARTTLS, so `dn:` and
 //! `issuer-dn:` rules are decided then, and a client they deny gets no export list either.
-//! nbdkit's `pid:`, `uid:`, `gid:` and `security:` rules need the Unix socket peer's
-//! credentials, which the host does not give components: they are refused at configuration.
+//! `pid:`, `uid:` and `gid:` rules match a Unix socket client's credentials (SO_PEERCRED, which
+//! the host gives as `host.peer-credentials`); `security:` rules need an SELinux label the host
+//! does not give, and are refused at configuration.
 //!
 //! State: none beyond the rules.
 
 mod rules;
 
 use nbdbox_filter_sdk::prelude::*;
-use nbdbox_filter_sdk::{debug, is_tls, peer_name, peer_tls_dn, peer_tls_issuer_dn};
+use nbdbox_filter_sdk::{debug, is_tls, peer_credentials, peer_name, peer_tls_dn, peer_tls_issuer_dn};
 use rules::{Certificate, Client, Rule, Source, Verdict};
 
 #[derive(Default)]
@@ -54,7 +55,13 @@ impl Ip {
                 issuer_dn: None,
             }
         };
-        rules::decide(&self.allow, &self.deny, &Client { source, certificate })
+        let credentials = peer_credentials().map(|c| (c.pid, c.uid, c.gid));
+        let client = Client {
+            source,
+            certificate,
+            credentials,
+        };
+        rules::decide(&self.allow, &self.deny, &client)
     }
 
     fn check(&self, stage: Stage) -> Result<()> {

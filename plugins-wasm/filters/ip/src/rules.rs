@@ -23,13 +23,23 @@ pub enum Rule {
     /// without AF_VSOCK).
     Vsock,
     /// `A.B.C.D[/NN]`
-    Ipv4 { network: Ipv4Addr, prefix: u32 },
+    Ipv4 {
+        network: Ipv4Addr,
+        prefix: u32,
+    },
     /// `A:B:...[/NN]`
-    Ipv6 { network: Ipv6Addr, prefix: u32 },
+    Ipv6 {
+        network: Ipv6Addr,
+        prefix: u32,
+    },
     /// `dn:DN`: the subject of the client's certificate, exactly.
     Dn(String),
     /// `issuer-dn:DN`: the issuer of the client's certificate, exactly.
     IssuerDn(String),
+    /// `pid:N`, `uid:N`, `gid:N`: the process on the other end of a Unix socket.
+    Pid(u32),
+    Uid(u32),
+    Gid(u32),
 }
 
 /// Where the client connects from, as `host.peer-name` says.
@@ -65,6 +75,8 @@ pub enum Certificate {
 pub struct Client {
     pub source: Source,
     pub certificate: Certificate,
+    /// A Unix socket client's (pid, uid, gid).
+    pub credentials: Option<(u32, u32, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,9 +101,8 @@ const KEYWORDS: &[(&str, Rule)] = &[
     ("anyvsock", Rule::Vsock),
 ];
 
-/// Rules on Unix-socket peer credentials and security labels: nbdkit reads them from the
-/// socket (SO_PEERCRED, SO_PEERSEC), which components cannot reach.
-const PEER_CREDENTIAL_RULES: &[&str] = &["pid:", "uid:", "gid:", "security:"];
+/// Security labels (SO_PEERSEC, SELinux) are not given to components.
+const SECURITY_RULE: &str = "security:";
 
 /// `s` without `prefix`, compared without regard to ASCII case.
 fn strip_prefix_nocase<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -128,14 +139,20 @@ fn parse_rule(key: &str, entry: &str) -> Result<Rule, String> {
     if let Some((_, rule)) = KEYWORDS.iter().find(|(word, _)| word.eq_ignore_ascii_case(entry)) {
         return Ok(rule.clone());
     }
-    if let Some(kind) = PEER_CREDENTIAL_RULES
-        .iter()
-        .find(|kind| strip_prefix_nocase(entry, kind).is_some())
-    {
+    if strip_prefix_nocase(entry, SECURITY_RULE).is_some() {
         return Err(format!(
-            "{kind} rules match the credentials or security label of a Unix socket's client, \
-             which nbdbox does not give filters"
+            "{SECURITY_RULE} rules match the security label of a Unix socket's client, which nbdbox \
+             does not give filters"
         ));
+    }
+    for (kind, make) in [
+        ("pid:", Rule::Pid as fn(u32) -> Rule),
+        ("uid:", Rule::Uid),
+        ("gid:", Rule::Gid),
+    ] {
+        if let Some(id) = strip_prefix_nocase(entry, kind) {
+            return nbdkit_parse::parse_u32(kind, id).map(make);
+        }
     }
     for kind in ["vsock-cid:", "vsock-port:"] {
         if let Some(id) = strip_prefix_nocase(entry, kind) {
@@ -197,6 +214,9 @@ impl Rule {
             (Rule::Ipv6 { network, prefix }, Source::Ip(IpAddr::V6(ip))) => {
                 same_network(u128::from(*network), u128::from(ip), *prefix, 128)
             }
+            (Rule::Pid(id), _) => client.credentials.is_some_and(|(pid, _, _)| pid == *id),
+            (Rule::Uid(id), _) => client.credentials.is_some_and(|(_, uid, _)| uid == *id),
+            (Rule::Gid(id), _) => client.credentials.is_some_and(|(_, _, gid)| gid == *id),
             (Rule::Dn(wanted) | Rule::IssuerDn(wanted), _) => {
                 let Certificate::Known { dn, issuer_dn } = &client.certificate else {
                     return None;
@@ -252,6 +272,7 @@ mod tests {
                 dn: None,
                 issuer_dn: None,
             },
+            credentials: None,
         }
     }
 
@@ -360,16 +381,24 @@ mod tests {
     }
 
     #[test]
-    fn peer_credential_rules_are_refused_by_name() {
-        for rule in ["uid:0", "gid:0", "pid:1", "security:system_u:object_r:svirt_t:s0"] {
-            let message = parse_list("allow", rule).unwrap_err();
-            let kind = &rule[..rule.find(':').unwrap() + 1];
-            assert!(
-                message.starts_with(&format!("{kind} rules match the credentials")),
-                "{message}"
-            );
-        }
-        assert!(parse_list("deny", "all,GID:0").is_err());
+    fn unix_peers_match_by_pid_uid_and_gid() {
+        let client = Client {
+            credentials: Some((42, 1000, 100)),
+            ..from("unix")
+        };
+        assert_eq!(rules("uid:1000,GID:7"), [Rule::Uid(1000), Rule::Gid(7)]);
+        assert_eq!(allowed("uid:1000", "all", &client), Verdict::Allow);
+        assert_eq!(allowed("gid:100", "all", &client), Verdict::Allow);
+        assert_eq!(allowed("pid:42", "all", &client), Verdict::Allow);
+        assert_eq!(allowed("uid:0", "all", &client), Verdict::Deny);
+        // A TCP client has no credentials: no uid rule matches it.
+        assert_eq!(allowed("uid:1000", "all", &from("127.0.0.1:5")), Verdict::Deny);
+        assert!(parse_list("allow", "uid:x").is_err());
+        let message = parse_list("allow", "security:system_u:object_r:svirt_t:s0").unwrap_err();
+        assert!(
+            message.starts_with("security: rules match the security label"),
+            "{message}"
+        );
     }
 
     #[test]
