@@ -260,3 +260,23 @@ fn readahead_fetches_ahead_over_a_slow_origin() {
     assert_eq!(plain, 128, "one GET per 64 KiB read without readahead");
     assert!(ahead <= 16, "readahead should fetch in 1 MiB chunks: {ahead} GETs");
 }
+
+#[test]
+fn debug_flags_reach_the_plugin_and_unread_ones_are_warned_about() {
+    let dir = TempDir::new("curldebug");
+    let (root, _) = image(&dir, 65536);
+    let nginx = Nginx::start(&dir, &root, None);
+    let url = nginx.url("disk.img");
+    let o = run_captive(
+        &["-v", "-D", "curl.verbose=1", "-D", "curl.nosuch=1", "curl", &url],
+        "nbdcopy \"$uri\" null:",
+    );
+    let log = stderr(&o);
+    assert_success(&o);
+    assert!(log.contains("curl: GET /disk.img bytes=0-65535"), "{log}");
+    assert!(
+        log.contains("-D curl.nosuch: curl did not read debug flag 'nosuch'"),
+        "{log}"
+    );
+    assert!(!log.contains("curl.verbose: curl did not read"), "{log}");
+}

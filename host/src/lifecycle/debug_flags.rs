@@ -3,6 +3,7 @@
 //! integrators pass some whatever the server (virt-v2v: `-D nbdkit.backend.datapath=0`).
 
 use crate::log::{self, Log};
+use crate::runtime::DebugFlags;
 
 /// One `-D NAME.FLAG=N`: NAME is `nbdkit` for the server, or a plugin's or filter's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,8 +53,9 @@ impl DebugFlag {
 }
 
 /// Act on the server's flags and warn about every flag nothing reads, once the layers (named
-/// `layers`) are loaded, as nbdkit does before `--help`, `--version` or serving.
-pub fn apply(flags: &[DebugFlag], layers: &[&str], log: &Log) {
+/// `layers`) are loaded and configured, as nbdkit does before `--help`, `--version` or
+/// serving. A component reads its flags through `host.debug-flag`, usually while configured.
+pub fn apply(flags: &[DebugFlag], layers: &[&str], read: &DebugFlags, log: &Log) {
     for flag in flags {
         let spelled = format!("-D {}.{}", flag.name, flag.flag);
         if flag.name == "nbdkit" {
@@ -64,14 +66,10 @@ pub fn apply(flags: &[DebugFlag], layers: &[&str], log: &Log) {
                     log::debug!(log, "{}={}", key.to_string_lossy(), value.to_string_lossy());
                 }
             }
+        } else if read.was_read(&flag.name, &flag.flag) {
+            continue;
         } else if layers.contains(&flag.name.as_str()) {
-            // A component has no way to receive a flag yet: the WIT would need one.
-            log::warning!(
-                log,
-                "{spelled}: {} has no debug flag '{}' (nbdbox passes no debug flags to components)",
-                flag.name,
-                flag.flag
-            );
+            log::warning!(log, "{spelled}: {} did not read debug flag '{}'", flag.name, flag.flag);
         } else {
             log::warning!(log, "debug flag {spelled} was not used");
         }

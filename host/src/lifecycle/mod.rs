@@ -18,7 +18,7 @@ use crate::config::{Action, Config, Listen, TlsMode};
 use crate::log::{self, Log};
 use crate::runtime::budget::MemoryBudget;
 use crate::runtime::engine::EpochTicker;
-use crate::runtime::{LayerComponent, Process, Runtime};
+use crate::runtime::{DebugFlags, LayerComponent, Process, Runtime};
 use crate::server::tls::Tls;
 use crate::server::{self, Exports, Server, Transport};
 use crate::shutdown::Shutdown;
@@ -80,10 +80,16 @@ fn start(config: Config, log: &Log) -> Result<u8> {
 
     raise_descriptor_limit();
     let shutdown = Shutdown::new().context("creating the shutdown pipe")?;
+    let component_flags = config
+        .debug_flags
+        .iter()
+        .filter(|f| f.name != "nbdkit")
+        .map(|f| (f.name.clone(), f.flag.clone(), f.value));
     let process = Process {
         log: log.clone(),
         shutdown: shutdown.clone(),
         budget: Arc::new(MemoryBudget::new(config.memory_budget)),
+        debug_flags: Arc::new(DebugFlags::new(component_flags)),
     };
     let runtime = Arc::new(Runtime::new(process.clone())?);
     // Deadlines hold from the first call into a component: describe, config, get-ready.
@@ -108,7 +114,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
         .iter()
         .flat_map(|built| built.export.layers().iter().map(|layer| layer.name()))
         .collect();
-    debug_flags::apply(&config.debug_flags, &layer_names, log);
+    debug_flags::apply(&config.debug_flags, &layer_names, &process.debug_flags, log);
     let tls = Tls::configure(&config.server.tls, log)?;
 
     let mut cleanup = Cleanup::default();
@@ -236,7 +242,7 @@ fn describe(config: &Config, builder: &exports::Builder, log: &Log) -> Result<u8
     let layers = builder.load(export)?;
     let outermost_first: Vec<&LayerComponent> = layers.filters.iter().chain([&layers.plugin]).map(|l| &**l).collect();
     let names: Vec<&str> = outermost_first.iter().map(|layer| layer.info.name.as_str()).collect();
-    debug_flags::apply(&config.debug_flags, &names, log);
+    debug_flags::apply(&config.debug_flags, &names, &builder.process.debug_flags, log);
     if config.action == Action::Version {
         introspect::print_version(&outermost_first);
         return Ok(0);

@@ -33,7 +33,7 @@ mod wasi;
 
 pub use component::{LayerComponent, Role};
 pub use instance::{CallError, Handle, Instance};
-pub use state::{LayerEnv, Limits, Process};
+pub use state::{DebugFlags, LayerEnv, Limits, Process};
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -11,6 +11,7 @@ use crate::api::{ConfigKind, LayerInfo, ThreadModel};
 use crate::log::Log;
 use crate::shutdown::Shutdown;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
@@ -40,6 +41,50 @@ pub struct Process {
     pub log: Log,
     pub shutdown: Shutdown,
     pub budget: Arc<MemoryBudget>,
+    pub debug_flags: Arc<DebugFlags>,
+}
+
+/// `-D NAME.FLAG=N` flags addressed to components (nbdkit's plugin and filter debug flags),
+/// each marked once a layer named NAME has read it, so that the ones nobody reads can be
+/// warned about.
+#[derive(Default)]
+pub struct DebugFlags(Vec<DebugFlag>);
+
+struct DebugFlag {
+    layer: String,
+    flag: String,
+    value: i32,
+    read: AtomicBool,
+}
+
+impl DebugFlags {
+    pub fn new(flags: impl IntoIterator<Item = (String, String, i32)>) -> DebugFlags {
+        DebugFlags(
+            flags
+                .into_iter()
+                .map(|(layer, flag, value)| DebugFlag {
+                    layer,
+                    flag,
+                    value,
+                    read: AtomicBool::new(false),
+                })
+                .collect(),
+        )
+    }
+
+    /// The value given for `layer.flag` (the last one, as nbdkit keeps), marked as read.
+    pub(crate) fn read(&self, layer: &str, flag: &str) -> Option<i32> {
+        let found = self.0.iter().rev().find(|f| f.layer == layer && f.flag == flag)?;
+        found.read.store(true, Ordering::Relaxed);
+        Some(found.value)
+    }
+
+    /// Whether a layer has read `layer.flag`.
+    pub fn was_read(&self, layer: &str, flag: &str) -> bool {
+        self.0
+            .iter()
+            .any(|f| f.layer == layer && f.flag == flag && f.read.load(Ordering::Relaxed))
+    }
 }
 
 /// What every instance of one layer shares: its name, limits, grants, counters and the
@@ -50,6 +95,7 @@ pub struct LayerEnv {
     pub log: Log,
     pub shutdown: Shutdown,
     budget: Arc<MemoryBudget>,
+    pub(crate) debug_flags: Arc<DebugFlags>,
     grants: Arc<Grants>,
     /// The grant keys this layer declared, and of which kind: it may open those only.
     grant_keys: HashMap<String, ConfigKind>,
@@ -93,6 +139,7 @@ impl LayerEnv {
             log: process.log.clone(),
             shutdown: process.shutdown.clone(),
             budget: process.budget.clone(),
+            debug_flags: process.debug_flags.clone(),
             grants,
             grant_keys,
             counters: Mutex::default(),

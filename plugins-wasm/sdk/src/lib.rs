@@ -106,14 +106,14 @@ pub mod streams {
 /// The raw host services (prefer the wrappers at the crate root).
 pub mod host {
     pub use crate::bindings::nbdbox::plugin::host::{
-        counter_add, is_tls, log, memory_limit, parse_bool, parse_size, peer_credentials, peer_name, peer_tls_dn,
-        peer_tls_issuer_dn, shutdown, sleep, Credentials, LogLevel,
+        counter_add, debug_flag, is_tls, log, memory_limit, parse_bool, parse_size, peer_credentials, peer_name,
+        peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep, Credentials, LogLevel,
     };
 }
 
 pub use host::{
-    counter_add, is_tls, memory_limit, peer_credentials, peer_name, peer_tls_dn, peer_tls_issuer_dn, shutdown, sleep,
-    Credentials, LogLevel,
+    counter_add, debug_flag, is_tls, memory_limit, peer_credentials, peer_name, peer_tls_dn, peer_tls_issuer_dn,
+    shutdown, sleep, Credentials, LogLevel,
 };
 
 /// What most plugins use: `use nbdbox_sdk::prelude::*;`.

@@ -65,6 +65,10 @@ impl Host for StoreData {
         Ok(peer::current().and_then(|p| p.tls.as_ref()?.issuer_dn.clone()))
     }
 
+    fn debug_flag(&mut self, flag: String) -> Result<Option<i32>> {
+        Ok(self.env.debug_flags.read(&self.env.name, &flag))
+    }
+
     fn peer_credentials(&mut self) -> Result<Option<Credentials>> {
         Ok(peer::current()
             .and_then(|p| p.credentials)

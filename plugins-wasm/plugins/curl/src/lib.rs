@@ -22,6 +22,8 @@ struct Curl {
     follow_redirects: Option<bool>,
     connections: u32,
     protocols: Option<String>,
+    /// `-D curl.verbose=1` (nbdkit's curl debug flag): a debug line per request.
+    verbose: bool,
 }
 
 fn seconds(key: &str, value: &str) -> Result<u32> {
@@ -171,6 +173,7 @@ impl Plugin for Curl {
 
     /// Fail at startup, not at the first client: the URL must answer with a size.
     fn get_ready(&mut self) -> Result<()> {
+        self.verbose = nbdbox_sdk::debug_flag("verbose").is_some_and(|v| v != 0);
         self.open_origin()?.probe(None, &self.headers).map(drop)
     }
 
@@ -181,6 +184,7 @@ impl Plugin for Curl {
             origin,
             object,
             headers: self.headers.clone(),
+            verbose: self.verbose,
         })
     }
 }
@@ -218,6 +222,7 @@ struct CurlConnection {
     origin: Origin,
     object: Object,
     headers: Vec<Header>,
+    verbose: bool,
 }
 
 #[nbdbox_sdk::connection]
@@ -236,6 +241,10 @@ impl Connection for CurlConnection {
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
         let object = &self.object;
+        if self.verbose {
+            let last = offset + u64::from(count.max(1)) - 1;
+            nbdbox_sdk::debug(&format!("GET {} bytes={offset}-{last}", object.path));
+        }
         self.origin.read_into(
             &object.path,
             object.etag.as_deref(),
