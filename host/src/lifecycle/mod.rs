@@ -79,6 +79,7 @@ fn start(config: Config, log: &Log) -> Result<u8> {
     }
 
     raise_descriptor_limit();
+    return_large_buffers_to_the_system();
     let shutdown = Shutdown::new().context("creating the shutdown pipe")?;
     let component_flags = config
         .debug_flags
@@ -323,6 +324,18 @@ fn change_user(user: Option<&str>, group: Option<&str>) -> Result<()> {
         setuid(uid).context("-u: setuid")?;
     }
     Ok(())
+}
+
+/// Request buffers of a MiB and more come and go with clients: with glibc's adaptive mmap
+/// threshold they would land in per-thread heaps that are never given back, and a server that
+/// served large requests once would keep hundreds of MiB. A fixed threshold keeps them mapped
+/// on their own, so freeing one returns it.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator parameter; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
 }
 
 /// Each client holds two descriptors: the soft limit (often 1024) would refuse clients long

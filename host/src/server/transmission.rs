@@ -225,7 +225,14 @@ impl Connection<'_> {
         if verdict.is_ok() {
             reader.read_exact(self.sized(buf, payload as usize))?;
         } else {
-            io::copy(&mut reader.take(payload), &mut io::sink())?;
+            // A payload cut short by the end of the stream ends the connection unanswered, as
+            // nbdkit's "unexpected early EOF" does.
+            if io::copy(&mut reader.take(payload), &mut io::sink())? < payload {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a payload",
+                ));
+            }
         }
         Ok(Some((request, verdict)))
     }
