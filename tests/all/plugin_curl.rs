@@ -280,3 +280,20 @@ fn debug_flags_reach_the_plugin_and_unread_ones_are_warned_about() {
     );
     assert!(!log.contains("curl.verbose: curl did not read"), "{log}");
 }
+
+#[test]
+fn a_gibibyte_comes_through_retry_from_an_origin_that_fails_every_seventh_request() {
+    let dir = TempDir::new("curlgib");
+    let (root, data) = image(&dir, 1 << 30);
+    let origin = FlakyOrigin::start(&dir, &root.join("disk.img"), "reset", 7, 0);
+    let out = dir.str("out.raw");
+    let o = run_captive_timeout(
+        &["--filter=retry", "curl", &origin.url(), "retry-delay=1", "timeout=10"],
+        &format!("qemu-img convert -O raw \"$nbd\" {}", shell_quote(&out)),
+        std::time::Duration::from_secs(600),
+    );
+    assert_success(&o);
+    let (gets, faulted) = origin.gets();
+    assert!(faulted > 10, "{faulted} faults in {gets} GETs");
+    assert!(fs::read(&out).unwrap() == data, "the copy differs from the source");
+}
