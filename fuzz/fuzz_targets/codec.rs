@@ -200,12 +200,13 @@ fn request_header(input: &[u8]) {
     };
     let request = match parsed {
         Ok(request) => request,
-        Err(ProtocolError::BadRequestMagic(magic)) => {
-            let expected = match framing {
+        Err(ProtocolError::BadRequestMagic { found, expected }) => {
+            let wanted = match framing {
                 Framing::Extended => EXTENDED_REQUEST_MAGIC,
                 _ => REQUEST_MAGIC,
             };
-            assert_ne!(magic, expected);
+            assert_eq!(expected, wanted);
+            assert_ne!(found, expected);
             return;
         }
         Err(e) => panic!("unexpected error {e:?}"),

@@ -57,8 +57,8 @@ pub enum ProtocolError {
     TooManyOptions,
     #[error("NBD_OPT_EXPORT_NAME: {0}")]
     BadExportName(&'static str),
-    #[error("request header has magic {0:#010x} instead of {expected:#010x}", expected = consts::REQUEST_MAGIC)]
-    BadRequestMagic(u32),
+    #[error("request header has magic {found:#010x} instead of {expected:#010x}")]
+    BadRequestMagic { found: u32, expected: u32 },
     #[error("write payload of {0} bytes is too large to discard (limit {limit})", limit = consts::MAX_WRITE_DRAIN)]
     WriteTooLarge(u64),
 }
@@ -96,7 +96,11 @@ mod tests {
 
     #[test]
     fn messages_carry_the_offending_values() {
-        let message = ProtocolError::BadRequestMagic(0x1234_5678).to_string();
+        let message = ProtocolError::BadRequestMagic {
+            found: 0x1234_5678,
+            expected: consts::REQUEST_MAGIC,
+        }
+        .to_string();
         assert!(
             message.contains("0x12345678") && message.contains("0x25609513"),
             "{message}"

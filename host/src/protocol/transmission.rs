@@ -113,17 +113,7 @@ impl Request {
 
 /// Checks the magic; everything else is checked by `validate`.
 pub fn parse_request(b: &[u8; REQUEST_HEADER_LEN]) -> Result<Request, ProtocolError> {
-    let magic = u32_at(b, 0);
-    if magic != REQUEST_MAGIC {
-        return Err(ProtocolError::BadRequestMagic(magic));
-    }
-    Ok(Request {
-        flags: u16_at(b, 4),
-        command: Command::from_wire(u16_at(b, 6)),
-        cookie: u64_at(b, 8),
-        offset: u64_at(b, 16),
-        count: u64::from(u32_at(b, 24)),
-    })
+    parse_header(b, REQUEST_MAGIC, u64::from(u32_at(b, 24)))
 }
 
 pub const EXTENDED_REQUEST_HEADER_LEN: usize = 32;
@@ -131,16 +121,24 @@ pub const EXTENDED_REQUEST_HEADER_LEN: usize = 32;
 /// An extended request header (after NBD_OPT_EXTENDED_HEADERS): the compact fields with a
 /// 64-bit length.
 pub fn parse_extended_request(b: &[u8; EXTENDED_REQUEST_HEADER_LEN]) -> Result<Request, ProtocolError> {
+    parse_header(b, EXTENDED_REQUEST_MAGIC, u64_at(b, 24))
+}
+
+/// The fields both header forms share, which lie at the same places.
+fn parse_header(b: &[u8], expected_magic: u32, count: u64) -> Result<Request, ProtocolError> {
     let magic = u32_at(b, 0);
-    if magic != EXTENDED_REQUEST_MAGIC {
-        return Err(ProtocolError::BadRequestMagic(magic));
+    if magic != expected_magic {
+        return Err(ProtocolError::BadRequestMagic {
+            found: magic,
+            expected: expected_magic,
+        });
     }
     Ok(Request {
         flags: u16_at(b, 4),
         command: Command::from_wire(u16_at(b, 6)),
         cookie: u64_at(b, 8),
         offset: u64_at(b, 16),
-        count: u64_at(b, 24),
+        count,
     })
 }
 
@@ -352,7 +350,13 @@ mod tests {
     fn request_bad_magic() {
         let header = b"\x25\x60\x95\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
                        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
-        assert_eq!(parse_request(header), Err(ProtocolError::BadRequestMagic(0x2560_9514)));
+        assert_eq!(
+            parse_request(header),
+            Err(ProtocolError::BadRequestMagic {
+                found: 0x2560_9514,
+                expected: REQUEST_MAGIC
+            })
+        );
     }
 
     #[test]
