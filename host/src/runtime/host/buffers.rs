@@ -7,8 +7,8 @@ use crate::protocol::consts::MAX_REQUEST_SIZE;
 use crate::runtime::bindings::nbdbox::plugin::buffers::{Host, HostReadBuf, HostWriteBuf};
 use crate::runtime::resources::{RawBuf, ReadBuf, WriteBuf, CURRENT};
 use crate::runtime::state::StoreData;
-use wasmtime::component::Resource;
-use wasmtime::{bail, Result};
+use wasmtime::component::{Linker, Resource, WasmList};
+use wasmtime::{bail, Result, StoreContextMut};
 
 /// A zeroed vector of `len` bytes, or a trap if the allocation fails.
 pub(super) fn allocate(len: usize) -> Result<Vec<u8>> {
@@ -52,6 +52,26 @@ pub(super) fn write_source(data: &mut StoreData, buf: &Resource<WriteBuf>) -> Re
         return Ok(data.buffers.write);
     }
     Ok(RawBuf::of(&mut data.table.get_mut(buf)?.bytes))
+}
+
+/// Redefines `read-buf.write`, the call a plugin answers every read with, so that its bytes
+/// go from the guest's linear memory straight into the buffer: the generated binding lifts a
+/// `Vec` first (one allocation and one more copy per call). The generated `write` below stays
+/// as the trait requires and is never reached once this runs after `add_to_linker`.
+pub(super) fn link_copy_free(linker: &mut Linker<StoreData>) -> Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance("nbdbox:plugin/buffers@0.2.0")?.func_wrap(
+        "[method]read-buf.write",
+        |mut store: StoreContextMut<'_, StoreData>, (buf, at, data): (Resource<ReadBuf>, u32, WasmList<u8>)| {
+            let raw = read_target(store.data_mut(), &buf)?;
+            let bytes = data.as_le_slice(&store);
+            // SAFETY: as in `read`; the source is guest memory, never a host buffer.
+            unsafe { raw.slice_mut(at, bytes.len())? }.copy_from_slice(bytes);
+            Ok(())
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl Host for StoreData {}

@@ -58,6 +58,7 @@ pub(crate) fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>>
     types::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     buffers::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
+    self::buffers::link_copy_free(&mut linker)?;
     grants::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     http::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     streams::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
