@@ -12,7 +12,7 @@ use crate::protocol::consts::*;
 use crate::protocol::transmission::{self as codec, Command, Framing, Request};
 use crate::protocol::validate::{validate, ExportState};
 use crate::protocol::NbdError;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,11 +23,17 @@ const KEEP_WHILE_IDLE: usize = 1 << 20;
 /// How long a client must be quiet for a worker to give back a larger buffer.
 const IDLE_AFTER: Duration = Duration::from_millis(200);
 
+/// How much of the stream one read may take ahead of the request being parsed: every header
+/// a pipelining client has queued (a 4 KiB read costs one system call, not two), while a
+/// larger payload still goes straight into the request buffer.
+const INBOX_LEN: usize = 16 << 10;
+
 struct Connection<'a> {
     id: u64,
     server: &'a Server,
     transport: &'a Transport,
-    read_lock: Mutex<()>,
+    /// The read side: taken by one worker at a time, for one request with its payload.
+    inbox: Mutex<BufReader<&'a Transport>>,
     write_lock: Mutex<()>,
     /// Held around each request in the layers when the export serializes requests: the
     /// second worker still overlaps socket I/O with it.
@@ -86,7 +92,7 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         id,
         server,
         transport,
-        read_lock: Mutex::new(()),
+        inbox: Mutex::new(BufReader::with_capacity(INBOX_LEN, transport)),
         write_lock: Mutex::new(()),
         request_lock: export.serializes_requests().then(Mutex::default),
         export,
@@ -178,11 +184,11 @@ impl Connection<'_> {
     /// Read the next request (and a WRITE's payload into `buf`), validated. None once the
     /// connection is closing.
     fn next_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
-        let _reading = lock(&self.read_lock);
+        let mut inbox = lock(&self.inbox);
         if self.closing.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let next = self.read_request(buf);
+        let next = self.read_request(&mut inbox, buf);
         if !matches!(next, Ok(Some(_))) {
             // Marked while the read lock is held, so no other worker starts reading a stream
             // that has ended or broken (it would wait forever for a client that is done).
@@ -192,19 +198,25 @@ impl Connection<'_> {
     }
 
     /// One request off the wire; None at EOF or DISC (requests already read still finish).
-    fn read_request(&self, buf: &mut Vec<u8>) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
-        let mut reader = self.transport;
+    fn read_request(
+        &self,
+        reader: &mut BufReader<&Transport>,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
         // Large buffers are kept while requests keep coming (allocating them again costs page
         // faults), and given back once the client goes quiet: the reader waits in steps, and
         // frees those set aside meanwhile at each step.
-        while self.large_buffers.load(Ordering::Relaxed) > 0 && !self.transport.wait_readable(IDLE_AFTER)? {
+        while self.large_buffers.load(Ordering::Relaxed) > 0
+            && reader.buffer().is_empty()
+            && !self.transport.wait_readable(IDLE_AFTER)?
+        {
             let freed = std::mem::take(&mut *lock(&self.spare)).len();
             self.large_buffers.fetch_sub(freed, Ordering::Relaxed);
         }
         let framing = self.state.framing;
         let mut header = [0; codec::EXTENDED_REQUEST_HEADER_LEN];
         let header = &mut header[..framing.request_header_len()];
-        if !read_exact_or_eof(&mut reader, header)? {
+        if !read_exact_or_eof(reader, header)? {
             return Ok(None);
         }
         let parsed = match framing {
