@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/load.sh [CLIENTS [DEPTH [NBDBOX]]]  — CLIENTS connections (default 16), each with
-# DEPTH requests in flight (default 8), of random reads and writes for BENCH_FIO_TIME seconds,
+# DEPTH requests in flight (default 8), of random reads and writes (BENCH_RW) for BENCH_FIO_TIME seconds,
 # against `memory` and `file` served by nbdbox and by nbdkit side by side; once with small
 # requests (4k: many of them) and once with large ones (1M: large request buffers).
 #
@@ -13,6 +13,7 @@
 # them (nbdkit's figures are for comparison only).
 #
 # Environment: NBDKIT [nbdkit]  BENCH_FIO_TIME [10]  BENCH_BS ["4k 1M"]  BENCH_DISK [64M]
+#   BENCH_RW [randrw]: fio's --rw (bench/sweep.sh runs randread)
 #   BENCH_RSS_SLACK_MB [32]
 #   BENCH_SETTLE [10]: seconds to wait for the figures to come down after the clients end.
 set -euo pipefail
@@ -23,6 +24,7 @@ NBDBOX=$(command -v "${3:-./target/release/nbdbox}")
 NBDKIT=${NBDKIT:-nbdkit}
 FIO_TIME=${BENCH_FIO_TIME:-10}
 BLOCK_SIZES=${BENCH_BS:-4k 1M}
+RW=${BENCH_RW:-randrw}
 DISK=${BENCH_DISK:-64M}
 RSS_SLACK_KIB=$((${BENCH_RSS_SLACK_MB:-32} * 1024))
 SETTLE=${BENCH_SETTLE:-10}
@@ -64,7 +66,7 @@ run() {
 
     local samples=$work/$name.samples
     : >"$samples"
-    fio --name=load --ioengine=nbd --uri="$uri" --rw=randrw --bs="$bs" --iodepth="$DEPTH" \
+    fio --name=load --ioengine=nbd --uri="$uri" --rw="$RW" --bs="$bs" --iodepth="$DEPTH" \
         --numjobs="$CLIENTS" --size="$DISK" --runtime="$FIO_TIME" --time_based --group_reporting \
         --output-format=terse --terse-version=3 --output="$work/$name.fio" &
     local fio=$!
@@ -111,7 +113,7 @@ run() {
 
 failures=()
 truncate -s "$DISK" "$work/nbdbox.img" "$work/nbdkit.img"
-echo "# $CLIENTS clients x queue depth $DEPTH, random read/write, ${FIO_TIME} s, disk $DISK"
+echo "# $CLIENTS clients x queue depth $DEPTH, $RW, ${FIO_TIME} s, disk $DISK"
 printf '%-14s %4s %8s | %23s | %14s | %14s\n' "# server" "bs" "IOPS" "RSS MiB before/peak/after" \
     "threads b/p/a" "fds b/p/a"
 for bs in $BLOCK_SIZES; do
