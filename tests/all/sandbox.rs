@@ -59,6 +59,13 @@ fn hostile_guest_is_contained() {
     );
     read0_works(&mut c, "after a buffer overrun");
 
+    // Reads past the read buffer, and past a write's payload: the host's views of its
+    // buffers are bounded however the guest asks for them.
+    assert_eq!(c.read(45056, 512), Err(EIO), "an out-of-bounds buffer read is EIO");
+    read0_works(&mut c, "after a read-buffer overread");
+    assert_eq!(c.write(45056, &[7; 512]), EIO, "an out-of-bounds payload read is EIO");
+    read0_works(&mut c, "after a write-buffer overread");
+
     // The same connection keeps working for repeated failures.
     assert_eq!(c.read(4096, 512), Err(EIO));
     read0_works(&mut c, "after a second trap");

@@ -7,6 +7,7 @@ use crate::protocol::consts::MAX_REQUEST_SIZE;
 use crate::runtime::bindings::nbdbox::plugin::buffers::{Host, HostReadBuf, HostWriteBuf};
 use crate::runtime::resources::{RawBuf, ReadBuf, WriteBuf, CURRENT};
 use crate::runtime::state::StoreData;
+use bytes::Bytes;
 use wasmtime::component::{Linker, Resource, WasmList};
 use wasmtime::{bail, Result, StoreContextMut};
 
@@ -54,13 +55,17 @@ pub(super) fn write_source(data: &mut StoreData, buf: &Resource<WriteBuf>) -> Re
     Ok(RawBuf::of(&mut data.table.get_mut(buf)?.bytes))
 }
 
-/// Redefines `read-buf.write`, the call a plugin answers every read with, so that its bytes
-/// go from the guest's linear memory straight into the buffer: the generated binding lifts a
-/// `Vec` first (one allocation and one more copy per call). The generated `write` below stays
-/// as the trait requires and is never reached once this runs after `add_to_linker`.
+/// Redefines the calls that move a request's bytes across the boundary, so that they go
+/// between the guest's linear memory and the host buffer in one copy: the generated bindings
+/// pass a `Vec` (one allocation and one more copy per call, and above 128 KiB an mmap).
+/// `read-buf.write` copies out of the guest's list in place; `read-buf.read` and
+/// `write-buf.read` hand wasmtime a view of the host buffer to lower. The generated methods
+/// below stay as the traits require and are never reached once this runs after
+/// `add_to_linker`.
 pub(super) fn link_copy_free(linker: &mut Linker<StoreData>) -> Result<()> {
     linker.allow_shadowing(true);
-    linker.instance("nbdbox:plugin/buffers@0.2.0")?.func_wrap(
+    let mut buffers = linker.instance("nbdbox:plugin/buffers@0.2.0")?;
+    buffers.func_wrap(
         "[method]read-buf.write",
         |mut store: StoreContextMut<'_, StoreData>, (buf, at, data): (Resource<ReadBuf>, u32, WasmList<u8>)| {
             let raw = read_target(store.data_mut(), &buf)?;
@@ -70,8 +75,52 @@ pub(super) fn link_copy_free(linker: &mut Linker<StoreData>) -> Result<()> {
             Ok(())
         },
     )?;
+    buffers.func_wrap(
+        "[method]read-buf.read",
+        |mut store: StoreContextMut<'_, StoreData>, (buf, at, count): (Resource<ReadBuf>, u32, u32)| {
+            let raw = read_target(store.data_mut(), &buf)?;
+            // SAFETY: as in `read`.
+            Ok((Lent::view(unsafe { raw.slice(at, count as usize)? }),))
+        },
+    )?;
+    buffers.func_wrap(
+        "[method]write-buf.read",
+        |mut store: StoreContextMut<'_, StoreData>, (buf, at, count): (Resource<WriteBuf>, u32, u32)| {
+            let raw = write_source(store.data_mut(), &buf)?;
+            // SAFETY: as in `read`.
+            Ok((Lent::view(unsafe { raw.slice(at, count as usize)? }),))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Host bytes lent to wasmtime for the result of one host call: it lowers them into the
+/// list the guest receives and drops the view before the call returns, while the buffer is
+/// still lent to the call (or owned by the instance's table, which the guest cannot change
+/// during the lowering: no import can be called from inside it).
+struct Lent {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a view is created and dropped on the thread running the host call.
+unsafe impl Send for Lent {}
+
+impl Lent {
+    fn view(bytes: &[u8]) -> Bytes {
+        Bytes::from_owner(Lent {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the type's documentation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 impl Host for StoreData {}

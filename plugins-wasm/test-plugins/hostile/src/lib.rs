@@ -40,6 +40,7 @@ pub const SLEEP_FOREVER_AT: u64 = 28672;
 pub const HOST_HOARD_AT: u64 = 32768;
 pub const KEEP_MEMORY_AT: u64 = 36864;
 pub const LOG_FLOOD_AT: u64 = 40960;
+pub const OVERREAD_AT: u64 = 45056;
 
 /// Where the memory hogs keep their blocks, so the allocations stay live.
 static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
@@ -226,6 +227,12 @@ impl Connection for HostileConnection {
                 dst.write(len.saturating_sub(256), &[0xee; 512]);
                 Ok(())
             }
+            OVERREAD_AT => {
+                debug("reading past the end of the read buffer");
+                let len = dst.len();
+                black_box(dst.read(len.saturating_sub(256), 512));
+                Ok(())
+            }
             _ => {
                 dst.zero(0, count);
                 Ok(())
@@ -233,7 +240,11 @@ impl Connection for HostileConnection {
         }
     }
 
-    fn pwrite(&self, _src: &WriteBuf, _count: u32, _offset: u64, _flags: CmdFlags) -> Result<()> {
+    fn pwrite(&self, src: &WriteBuf, _count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
+        if offset == OVERREAD_AT {
+            debug("reading past the end of the write buffer");
+            black_box(src.read(src.len().saturating_sub(256), 512));
+        }
         Ok(())
     }
 
