@@ -1,7 +1,8 @@
 //! The built-in `readahead` filter: copies through it are identical to the source (nbdcopy
 //! and qemu-img, over the file and memory plugins), and the window it prefetches from the
 //! layer below (logged by the test-only `recorder` filter) keeps its minimum for sequential
-//! reads, doubles on a read past the last prefetch, and starts over after a write.
+//! reads, doubles on a read past the last prefetch, and starts over after a write; a slow
+//! cache below does not hold up the reads (it runs on a host thread).
 
 use crate::support::*;
 use std::fs;
@@ -77,13 +78,17 @@ fn readahead_copy_is_identical_memory() {
 #[test]
 fn readahead_prefetches_the_next_window() {
     let dir = TempDir::new("ra");
+    // The cache requests run on a host thread: the client waits at the end so that the last
+    // of them reaches the layer below before the connection closes.
     let py = r#"
+import time
 for i in range(10):
     h.pread(512, i * 512)
 h.pread(512, 100000)
 h.pread(512, 200000)
 h.pwrite(b"w" * 512, 0)
 h.pread(512, 250000)
+time.sleep(1)
 "#;
     let o = run_captive(
         &[
@@ -97,24 +102,80 @@ h.pread(512, 250000)
         &nbdsh(&dir, "ra", py),
     );
     assert_success(&o);
-    let got: Vec<String> = recorded(&stderr(&o))
-        .into_iter()
-        .filter(|c| c.starts_with("below: pread") || c.starts_with("below: cache") || c.starts_with("below: pwrite"))
+    let calls = recorded(&stderr(&o));
+    let data: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("below: pread") || c.starts_with("below: pwrite"))
         .collect();
-    let mut want = Vec::new();
+    let mut caches: Vec<&String> = calls.iter().filter(|c| c.starts_with("below: cache")).collect();
+    let mut want_data = Vec::new();
+    let mut want_caches = Vec::new();
     for i in 0..10u64 {
-        want.push(format!("below: pread count=512 offset={}", i * 512));
+        want_data.push(format!("below: pread count=512 offset={}", i * 512));
         // Sequential reads keep the minimum window.
-        want.push(format!("below: cache count=32768 offset={}", i * 512 + 512));
+        want_caches.push(format!("below: cache count=32768 offset={}", i * 512 + 512));
     }
     // A read past the end of the previous prefetch doubles the window.
-    want.push("below: pread count=512 offset=100000".into());
-    want.push("below: cache count=65536 offset=100512".into());
-    want.push("below: pread count=512 offset=200000".into());
-    want.push("below: cache count=131072 offset=200512".into());
+    want_data.push("below: pread count=512 offset=100000".into());
+    want_caches.push("below: cache count=65536 offset=100512".into());
+    want_data.push("below: pread count=512 offset=200000".into());
+    want_caches.push("below: cache count=131072 offset=200512".into());
     // A write starts the window over.
-    want.push("below: pwrite count=512 offset=0".into());
-    want.push("below: pread count=512 offset=250000".into());
-    want.push("below: cache count=32768 offset=250512".into());
-    assert_eq!(got, want, "{}", describe(&o));
+    want_data.push("below: pwrite count=512 offset=0".into());
+    want_data.push("below: pread count=512 offset=250000".into());
+    want_caches.push("below: cache count=32768 offset=250512".into());
+    assert_eq!(data, want_data.iter().collect::<Vec<_>>(), "{}", describe(&o));
+    // In the order the host thread ran them, which need not follow the reads.
+    caches.sort();
+    want_caches.sort();
+    assert_eq!(caches, want_caches.iter().collect::<Vec<_>>(), "{}", describe(&o));
+}
+
+/// The cache request runs off the request path: over a layer whose cache takes 800 ms, a
+/// sequential read still returns at once, and the cache does reach the layer below.
+#[test]
+fn a_slow_cache_below_does_not_hold_up_reads() {
+    let dir = TempDir::new("ra-slow");
+    let py = r#"
+import time
+t = time.monotonic()
+for i in range(8):
+    h.pread(4096, i * 4096)
+print("reads took", time.monotonic() - t)
+time.sleep(1)
+"#;
+    let o = run_captive(
+        &[
+            "-v",
+            "--filter=readahead",
+            &filter_arg("recorder"),
+            &guest_arg("sleepy"),
+            "16M",
+            "delay-ms=0",
+            "cache-delay-ms=800",
+            "recorder=below",
+        ],
+        &nbdsh(&dir, "ra-slow", py),
+    );
+    assert_success(&o);
+    let took: f64 = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("reads took "))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no timing printed\n{}", describe(&o)));
+    // In line, eight reads would wait for at least one 800 ms cache each.
+    assert!(
+        took < 0.8,
+        "8 reads took {took:.3} s behind the cache\n{}",
+        describe(&o)
+    );
+    let caches = recorded(&stderr(&o))
+        .into_iter()
+        .filter(|c| c.starts_with("below: cache"))
+        .count();
+    assert!(
+        caches >= 1,
+        "no cache request reached the layer below\n{}",
+        describe(&o)
+    );
 }

@@ -108,7 +108,7 @@ fn hello_plugin_dump_and_help() {
     }
 }
 
-/// The WIT package version this checkout's `wit/` declares (e.g. "0.2.0").
+/// The WIT package version this checkout's `wit/` declares (e.g. "0.2.1").
 fn wit_version() -> String {
     let wit = fs::read_to_string(repo_root().join("wit/worlds.wit")).unwrap();
     let line = wit
@@ -125,14 +125,16 @@ fn wit_version() -> String {
 /// so the binary stays well-formed): what a plugin built against that version of the WIT
 /// looks like to the host.
 fn hello_built_for(dir: &TempDir, version: &str) -> String {
-    let from = format!("nbdbox:plugin/plugin@{}", wit_version());
-    let to = format!("nbdbox:plugin/plugin@{version}");
-    assert_eq!(
-        from.len(),
-        to.len(),
-        "{version} must have the length of {}",
-        wit_version()
+    let (ours, to) = (
+        format!("nbdbox:plugin/plugin@{}", wit_version()),
+        format!("nbdbox:plugin/plugin@{version}"),
     );
+    hello_with(dir, &ours, &to, &format!("built-for-{version}.wasm"))
+}
+
+/// hello_plugin.wasm with every `from` replaced by `to` (of the same length).
+fn hello_with(dir: &TempDir, from: &str, to: &str, name: &str) -> String {
+    assert_eq!(from.len(), to.len(), "{to} must have the length of {from}");
     let wasm = fs::read(hello_wasm()).unwrap();
     let (mut patched, mut n) = (Vec::with_capacity(wasm.len()), 0);
     let mut i = 0;
@@ -147,9 +149,24 @@ fn hello_built_for(dir: &TempDir, version: &str) -> String {
         }
     }
     assert!(n > 0, "{from} not found in hello_plugin.wasm");
-    let p = dir.str(&format!("built-for-{version}.wasm"));
+    let p = dir.str(name);
     fs::write(&p, patched).unwrap();
     p
+}
+
+#[test]
+fn a_component_built_for_an_older_patch_is_served() {
+    // wit/VERSIONING.md: a patch release only adds, so a plugin built for 0.M.p loads on a
+    // host of 0.M.q for every q >= p. Every interface it imports and exports is renamed.
+    let ours = wit_version();
+    let (prefix, patch) = ours.rsplit_once('.').unwrap();
+    let patch: u64 = patch.parse().unwrap();
+    assert!(patch > 0, "no older patch of {ours} to test");
+    let older = format!("{prefix}.{}", patch - 1);
+    let dir = TempDir::new("wit-older");
+    let p = hello_with(&dir, &format!("@{ours}"), &format!("@{older}"), "older.wasm");
+    let o = run_captive(&[&p, "size=1M"], "nbdinfo --size \"$uri\"");
+    assert_eq!(stdout(&o).trim(), "1048576", "{}", describe(&o));
 }
 
 #[test]

@@ -30,9 +30,9 @@ pub use self::nbdbox::plugin::types::{
 
 /// The WIT package this host implements: `(minor, patch)` of `0.MINOR.PATCH`. Components built
 /// for `0.MINOR.p` with `p <= PATCH` are served (wit/VERSIONING.md).
-pub const WIT_VERSION: (u32, u32) = (2, 0);
+pub const WIT_VERSION: (u32, u32) = (2, 1);
 
-/// `nbdbox:plugin@0.2.0`, for messages and `--dump-config`.
+/// `nbdbox:plugin@0.2.1`, for messages and `--dump-config`.
 pub fn wit_package() -> String {
     format!("nbdbox:plugin@0.{}.{}", WIT_VERSION.0, WIT_VERSION.1)
 }

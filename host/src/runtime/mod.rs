@@ -9,6 +9,7 @@
 //!
 //! ```text
 //!   below, resources, grants, clock, wasi   leaves: traits, resource reps, grant opening
+//!   background                              host threads running filters' cache hints
 //!     → state                               what a store holds (StoreData, LayerEnv)
 //!     → instance                            the call discipline, typed calls
 //!     → component                           loading, version policy, instantiation
@@ -16,6 +17,7 @@
 //!     → engine, this file                   the process-wide engine and linker
 //! ```
 
+mod background;
 pub mod below;
 pub mod bindings;
 pub mod budget;

@@ -50,10 +50,10 @@ pub mod bindings {
         default_bindings_module: "::nbdbox_filter_sdk::bindings",
         runtime_path: "::nbdbox_sdk::__wit_bindgen::rt",
         with: {
-            "nbdbox:plugin/types@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::types,
-            "nbdbox:plugin/host@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::host,
-            "nbdbox:plugin/buffers@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::buffers,
-            "nbdbox:plugin/grants@0.2.0": nbdbox_sdk::bindings::nbdbox::plugin::grants,
+            "nbdbox:plugin/types@0.2.1": nbdbox_sdk::bindings::nbdbox::plugin::types,
+            "nbdbox:plugin/host@0.2.1": nbdbox_sdk::bindings::nbdbox::plugin::host,
+            "nbdbox:plugin/buffers@0.2.1": nbdbox_sdk::bindings::nbdbox::plugin::buffers,
+            "nbdbox:plugin/grants@0.2.1": nbdbox_sdk::bindings::nbdbox::plugin::grants,
         },
     });
 }
@@ -290,6 +290,15 @@ impl Next {
 
     pub fn cache(&self, count: u64, offset: u64, flags: CmdFlags) -> Result<()> {
         self.call(|below| below.cache(count, offset, flags))
+    }
+
+    /// [`Next::cache`] run later on a host thread: returns at once, so a prefetch costs the
+    /// client's request nothing. A hint: nothing happens when the layer below is not open,
+    /// and the host may drop it (`background.cache` in wit/background.wit).
+    pub fn cache_in_background(&self, count: u64, offset: u64) {
+        if let Some(below) = self.below.borrow().as_ref() {
+            bindings::nbdbox::plugin::background::cache(below, count, offset);
+        }
     }
 }
 

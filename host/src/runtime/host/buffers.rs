@@ -64,7 +64,8 @@ pub(super) fn write_source(data: &mut StoreData, buf: &Resource<WriteBuf>) -> Re
 /// `add_to_linker`.
 pub(super) fn link_copy_free(linker: &mut Linker<StoreData>) -> Result<()> {
     linker.allow_shadowing(true);
-    let mut buffers = linker.instance("nbdbox:plugin/buffers@0.2.0")?;
+    let (minor, patch) = crate::runtime::bindings::WIT_VERSION;
+    let mut buffers = linker.instance(&format!("nbdbox:plugin/buffers@0.{minor}.{patch}"))?;
     buffers.func_wrap(
         "[method]read-buf.write",
         |mut store: StoreContextMut<'_, StoreData>, (buf, at, data): (Resource<ReadBuf>, u32, WasmList<u8>)| {

@@ -1,6 +1,6 @@
 //! The host side of the WIT interfaces, one file per interface: `host`, `buffers`, `grants`,
-//! and `next` (the `plugin` interface a filter imports). Each implements the generated
-//! traits on [`StoreData`].
+//! and `next` (the `plugin` interface a filter imports, with `background`). Each implements
+//! the generated traits on [`StoreData`].
 
 mod buffers;
 mod grants;
@@ -63,5 +63,6 @@ pub(crate) fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>>
     http::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     streams::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     filter_world::nbdbox::plugin::plugin::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
+    filter_world::nbdbox::plugin::background::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |data| data)?;
     Ok(linker)
 }

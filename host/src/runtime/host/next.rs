@@ -8,6 +8,7 @@ use super::buffers::{read_target, write_source};
 use super::ImportError;
 use crate::api::{self, LayerInfo};
 use crate::runtime::below::Below;
+use crate::runtime::bindings::filter_world::nbdbox::plugin::background;
 use crate::runtime::bindings::filter_world::nbdbox::plugin::plugin::{Host, HostConnection};
 use crate::runtime::bindings::{BlockSize, Capabilities, CmdFlags, Export, Extent, PluginInfo, ThreadModel};
 use crate::runtime::resources::{NextConnection, ReadBuf, WriteBuf};
@@ -216,6 +217,16 @@ impl HostConnection for StoreData {
     /// go of it.
     fn drop(&mut self, c: Resource<NextConnection>) -> wasmtime::Result<()> {
         self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+/// `background.cache`: queued for a host thread, so the filter's call returns at once.
+impl background::Host for StoreData {
+    fn cache(&mut self, below: Resource<NextConnection>, count: u64, offset: u64) -> wasmtime::Result<()> {
+        let below = self.connection(&below)?;
+        let env = &self.env;
+        crate::runtime::background::cache(&below, count, offset, &env.name, &env.log, &env.shutdown);
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! readahead: after each read, ask the layer below to prefetch the window that follows
-//! (`next.cache`), growing the window while reads stay sequential (nbdkit ≥1.32,
+//! (NBD_CMD_CACHE), growing the window while reads stay sequential (nbdkit ≥1.32,
 //! filters/readahead/readahead.c). Reads pass through untouched, so data is byte-identical;
 //! a write, trim or zero starts the window over. Does nothing when the layer below cannot
-//! cache natively or serve requests in parallel, as nbdkit. The cache call goes through the
-//! host's gate like any other.
+//! cache natively or serve requests in parallel, as nbdkit. The cache request runs on a host
+//! thread (`background.cache`), so the read that asked for it does not wait; it goes through
+//! the host's gate like any other.
 
 use nbdbox_filter_sdk::prelude::*;
 use std::cell::Cell;
@@ -87,8 +88,9 @@ impl FilterConnection for ReadaheadConnection {
         if self.enabled.get() && start < self.size.get() {
             let window = self.advance_window(offset).min(self.size.get() - start);
             self.last_end.set(start + window);
-            // A hint: its failure must not fail the read.
-            let _ = next.cache(window, start, CmdFlags::empty());
+            // Off the request path, as nbdkit's background thread; a hint that cannot fail
+            // the read.
+            next.cache_in_background(window, start);
         }
         Ok(())
     }

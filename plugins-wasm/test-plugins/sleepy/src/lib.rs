@@ -1,7 +1,8 @@
 //! sleepy (test and benchmark only): a read-only disk of zeros (`[size=]SIZE`, default 1G)
 //! whose every read first waits `delay-ms=MS` milliseconds (default 1) in the host's sleep:
 //! the benchmark's model of a plugin waiting on the network, where requests overlap only if
-//! the host lets them (thread model parallel, no shared state).
+//! the host lets them (thread model parallel, no shared state). Its cache is native and waits
+//! `cache-delay-ms=MS` (default 0): a prefetch that takes time.
 
 use nbdbox_sdk::prelude::*;
 
@@ -9,6 +10,7 @@ use nbdbox_sdk::prelude::*;
 struct Sleepy {
     size: Option<u64>,
     delay_ms: Option<u64>,
+    cache_delay_ms: u64,
 }
 
 impl Plugin for Sleepy {
@@ -21,6 +23,11 @@ impl Plugin for Sleepy {
             "delay-ms",
             Kind::Text,
             "delay-ms=<MS>  How long each read waits (default 1).",
+        ),
+        Key::new(
+            "cache-delay-ms",
+            Kind::Text,
+            "cache-delay-ms=<MS>  How long each cache request waits (default 0).",
         ),
     ];
     type Connection = SleepyConnection;
@@ -35,7 +42,11 @@ impl Plugin for Sleepy {
                     format!("{key}: '{value}' is not a number of milliseconds"),
                 )
             })?;
-            self.delay_ms = Some(ms);
+            if key == "cache-delay-ms" {
+                self.cache_delay_ms = ms;
+            } else {
+                self.delay_ms = Some(ms);
+            }
         }
         Ok(())
     }
@@ -44,6 +55,7 @@ impl Plugin for Sleepy {
         Ok(SleepyConnection {
             size: self.size.unwrap_or(1 << 30),
             delay_ns: self.delay_ms.unwrap_or(1).saturating_mul(1_000_000),
+            cache_delay_ns: self.cache_delay_ms.saturating_mul(1_000_000),
         })
     }
 }
@@ -51,6 +63,7 @@ impl Plugin for Sleepy {
 struct SleepyConnection {
     size: u64,
     delay_ns: u64,
+    cache_delay_ns: u64,
 }
 
 #[nbdbox_sdk::connection]
@@ -64,6 +77,13 @@ impl Connection for SleepyConnection {
             return Err(error(Errno::Eshutdown, "sleepy: the wait was cut short"));
         }
         dst.zero(0, count);
+        Ok(())
+    }
+
+    fn cache(&self, _count: u64, _offset: u64, _flags: CmdFlags) -> Result<()> {
+        if !nbdbox_sdk::sleep(self.cache_delay_ns) {
+            return Err(error(Errno::Eshutdown, "sleepy: the wait was cut short"));
+        }
         Ok(())
     }
 }
