@@ -53,6 +53,9 @@ struct Harness {
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 
+/// A seed session that writes and reads through every layer of the servers.
+const WARM_UP: &[u8] = include_bytes!("../corpus/server/structured-commands");
+
 nbdbox_fuzz::fuzz_target!(|data| {
     let harness = HARNESS.get_or_init(start);
     for socket in &harness.sockets {
@@ -101,11 +104,12 @@ fn start() -> Harness {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    // One session first, so that whatever the servers start once and keep (thread pools,
-    // caches, a connection thread still finishing the probe above) is in the baseline.
+    // A session first, so that whatever the servers start once and keep (thread pools such
+    // as the host's background threads, which readahead's first read starts; caches; a
+    // connection thread still finishing the probe above) is in the baseline.
     std::thread::sleep(RELEASE_DEADLINE);
     for socket in &sockets {
-        run_session(socket, &[]);
+        run_session(socket, WARM_UP);
     }
     // The servers are serving, so past installing their signal handlers: Ctrl-C and SIGTERM
     // go back to libFuzzer, which stops the run without a crash report (the servers would
