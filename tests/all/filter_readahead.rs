@@ -78,14 +78,19 @@ fn readahead_copy_is_identical_memory() {
 #[test]
 fn readahead_prefetches_the_next_window() {
     let dir = TempDir::new("ra");
-    // The cache requests run on a host thread: the client waits at the end so that the last
-    // of them reaches the layer below before the connection closes.
+    // The cache requests run on a host thread, which may wait behind the client's reads for
+    // the recorder's one instance. The client pauses before the write, so that the window
+    // pending then has run (a request for a range still waiting is not queued again), and at
+    // the end, so that the last request reaches the layer below before the connection closes.
+    let disk = dir.str("disk.img");
+    fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
     let py = r#"
 import time
 for i in range(10):
     h.pread(512, i * 512)
 h.pread(512, 100000)
 h.pread(512, 200000)
+time.sleep(1)
 h.pwrite(b"w" * 512, 0)
 h.pread(512, 250000)
 time.sleep(1)
@@ -95,8 +100,8 @@ time.sleep(1)
             "-v",
             "--filter=readahead",
             &filter_arg("recorder"),
-            "memory",
-            "1M",
+            "file",
+            &disk,
             "recorder=below",
         ],
         &nbdsh(&dir, "ra", py),

@@ -83,16 +83,16 @@ impl FilterConnection for ReadaheadConnection {
     }
 
     fn pread(&self, next: &Next, dst: &ReadBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
-        next.pread(dst, count, offset, flags)?;
         let start = offset + u64::from(count);
         if self.enabled.get() && start < self.size.get() {
             let window = self.advance_window(offset).min(self.size.get() - start);
             self.last_end.set(start + window);
-            // Off the request path, as nbdkit's background thread; a hint that cannot fail
-            // the read.
+            // Queued before the read, as nbdkit does (readahead.c): the layer below starts on
+            // the prefetch while this read is served, so the next read finds it under way.
+            // A hint on a host thread, which cannot fail the read.
             next.cache_in_background(window, start);
         }
-        Ok(())
+        next.pread(dst, count, offset, flags)
     }
 
     fn pwrite(&self, next: &Next, src: &WriteBuf, count: u32, offset: u64, flags: CmdFlags) -> Result<()> {
