@@ -98,8 +98,9 @@ pub(super) fn link_copy_free(linker: &mut Linker<StoreData>) -> Result<()> {
 
 /// Host bytes lent to wasmtime for the result of one host call: it lowers them into the
 /// list the guest receives and drops the view before the call returns, while the buffer is
-/// still lent to the call (or owned by the instance's table, which the guest cannot change
-/// during the lowering: no import can be called from inside it).
+/// still lent to the call, or owned by the instance's table. The guest cannot change that
+/// table during the lowering: its `realloc` runs with the canonical ABI's may-leave flag
+/// clear, so wasmtime traps any import or resource drop from inside it.
 struct Lent {
     ptr: *const u8,
     len: usize,
