@@ -105,6 +105,50 @@ fn a_filters_cache_on_a_plugin_that_emulates_cache_reads() {
     );
 }
 
+/// A filter that floods `background.cache` gets a bounded queue that drops the oldest: of
+/// 10,000 requests (512 bytes at 0, 512, 1024, ...) over a cache that takes a second, the
+/// ones that reach the plugin after the flood are among the newest 64, not the next in line
+/// of an unbounded queue, and the client's reads go on.
+#[test]
+fn a_flood_of_background_caches_keeps_only_the_newest() {
+    let dir = TempDir::new("flood");
+    let py = "print(len(h.pread(4096, 0)))\nimport time\ntime.sleep(2.5)\nprint(len(h.pread(4096, 4096)))\n";
+    let o = run_captive(
+        &[
+            "-v",
+            &filter_arg("prober"),
+            &filter_arg("recorder"),
+            &guest_arg("sleepy"),
+            "16M",
+            "delay-ms=0",
+            "cache-delay-ms=1000",
+            "action=flood",
+            "recorder=below",
+        ],
+        &nbdsh(&dir, "flood", py),
+    );
+    assert_eq!(assert_success(&o).trim(), "4096\n4096", "{}", describe(&o));
+    let offsets: Vec<u64> = recorded(&stderr(&o))
+        .iter()
+        .filter_map(|c| c.strip_prefix("below: cache count=512 offset="))
+        .map(|o| o.parse().unwrap())
+        .collect();
+    // Each of the two host threads takes one request while the flood goes on, and is busy
+    // with it for a second; after that only the newest 64 are left to take.
+    let newest = (10_000 - 64) * 512;
+    let older = offsets.iter().filter(|&&o| o < newest).count();
+    assert!(
+        older <= 2,
+        "more requests from before the newest 64 ran than there are host threads: {offsets:?}\n{}",
+        describe(&o)
+    );
+    assert!(
+        offsets.iter().any(|&o| o >= newest),
+        "none of the newest requests ran: {offsets:?}\n{}",
+        describe(&o)
+    );
+}
+
 #[test]
 fn a_filters_out_of_range_calls_never_reach_the_plugin() {
     for action in ["read-past-end", "write-past-end"] {

@@ -10,6 +10,7 @@
 //! | read-past-end  | `pread` of COUNT bytes at SIZE - COUNT/2, into a scratch buffer |
 //! | write-past-end | `pwrite` of COUNT bytes of 0xAB at SIZE - COUNT/2               |
 //! | reconfigure    | `next.config("size", "1")`: configuration while serving         |
+//! | flood          | 10,000 `background.cache` requests of 512 bytes, each elsewhere |
 //!
 //! It logs `prober: ACTION -> ok` or `prober: ACTION -> ERRNO` and fails the client's read
 //! with that error, or else serves it from the layer below.
@@ -25,16 +26,18 @@ enum Action {
     ReadPastEnd,
     WritePastEnd,
     Reconfigure,
+    Flood,
 }
 
 impl Action {
-    const ALL: [Action; 6] = [
+    const ALL: [Action; 7] = [
         Action::Zero,
         Action::FuaWrite,
         Action::Cache,
         Action::ReadPastEnd,
         Action::WritePastEnd,
         Action::Reconfigure,
+        Action::Flood,
     ];
 
     /// The `action=` value, and the name in the log.
@@ -46,6 +49,7 @@ impl Action {
             Action::ReadPastEnd => "read-past-end",
             Action::WritePastEnd => "write-past-end",
             Action::Reconfigure => "reconfigure",
+            Action::Flood => "flood",
         }
     }
 
@@ -60,6 +64,13 @@ impl Action {
             Action::ReadPastEnd => next.pread(&ReadBuf::new(count), count, straddling()?, CmdFlags::empty()),
             Action::WritePastEnd => next.pwrite(&pattern(), count, straddling()?, CmdFlags::empty()),
             Action::Reconfigure => next::config("size", "1"),
+            Action::Flood => {
+                let blocks = next.get_size()? / 512;
+                for i in 0..10_000 {
+                    next.cache_in_background(512, i % blocks * 512);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -75,7 +86,7 @@ impl Filter for Prober {
     const CONFIG_KEYS: &'static [Key] = &[Key::new(
         "action",
         Kind::Text,
-        "action=zero|fua-write|cache|read-past-end|write-past-end|reconfigure  The call to make (required).",
+        "action=zero|fua-write|cache|read-past-end|write-past-end|reconfigure|flood  The call to make (required).",
     )];
     type Connection = Action;
 
@@ -84,7 +95,7 @@ impl Filter for Prober {
             error(
                 Errno::Einval,
                 format!(
-                    "{key}: unknown value '{value}' (expected zero, fua-write, cache, read-past-end, write-past-end or reconfigure)"
+                    "{key}: unknown value '{value}' (expected zero, fua-write, cache, read-past-end, write-past-end, reconfigure or flood)"
                 ),
             )
         })?;
