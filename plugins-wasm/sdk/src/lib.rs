@@ -270,6 +270,35 @@ pub fn to_usize(value: u64) -> Result<usize> {
     })
 }
 
+/// The most bytes [`in_chunks`] hands out at once.
+pub const CHUNK: u32 = 1 << 20;
+
+thread_local! {
+    /// [`in_chunks`]'s buffer, kept between requests: a plugin that builds its data in
+    /// component memory neither allocates nor zeroes a buffer per read.
+    static SCRATCH: core::cell::RefCell<Vec<u8>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Walk a request of `count` bytes at `offset` in pieces of at most [`CHUNK`] bytes of
+/// component memory: `each(chunk, at, chunk_offset)` gets the piece starting `at` bytes into
+/// the request, `chunk_offset` on the disk. The chunk holds whatever an earlier call left
+/// there, so `each` writes all of it before it reads any; `each` must not call `in_chunks`.
+pub fn in_chunks(count: u32, offset: u64, mut each: impl FnMut(&mut [u8], u32, u64) -> Result<()>) -> Result<()> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let largest = count.min(CHUNK) as usize;
+        if scratch.len() < largest {
+            scratch.resize(largest, 0);
+        }
+        let mut at = 0;
+        while at < count {
+            let n = (count - at).min(CHUNK);
+            each(&mut scratch[..n as usize], at, offset + u64::from(at))?;
+            at += n;
+        }
+        Ok(())
+    })
+}
+
 /// `offset + count` checked in `u64` (EOVERFLOW on wrap-around).
 pub fn end_of(offset: u64, count: u64) -> Result<u64> {
     offset

@@ -4,9 +4,6 @@
 
 use nbdbox_sdk::prelude::*;
 
-/// The most bytes built in component memory before they go to the host in one call.
-const CHUNK: u32 = 1 << 20;
-
 #[derive(Default)]
 struct Pattern {
     size: u64,
@@ -68,16 +65,11 @@ impl Connection for PatternDisk {
     }
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        let mut buf = vec![0; count.min(CHUNK) as usize];
-        let mut at = 0;
-        while at < count {
-            let n = (count - at).min(CHUNK);
-            let chunk = &mut buf[..n as usize];
-            fill(chunk, offset + u64::from(at));
+        nbdbox_sdk::in_chunks(count, offset, |chunk, at, chunk_offset| {
+            fill(chunk, chunk_offset);
             dst.write(at, chunk);
-            at += n;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -8,9 +8,6 @@
 use nbdbox_sdk::prelude::*;
 use xrandom::Xoshiro;
 
-/// How many bytes are generated in component memory before they go to the host in one call.
-const CHUNK: u32 = 1 << 20;
-
 #[derive(Default)]
 struct Random {
     size: u64,
@@ -90,30 +87,22 @@ impl Connection for RandomDisk {
     }
 
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        let mut buf = vec![0; count.min(CHUNK) as usize];
-        let mut at = 0;
-        while at < count {
-            let chunk = &mut buf[..(count - at).min(CHUNK) as usize];
-            fill(chunk, self.seed, offset + u64::from(at));
+        nbdbox_sdk::in_chunks(count, offset, |chunk, at, chunk_offset| {
+            fill(chunk, self.seed, chunk_offset);
             dst.write(at, chunk);
-            at += chunk.len() as u32;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// random.c: a write must match what a read returns.
     fn pwrite(&self, src: &WriteBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        let mut expected = vec![0; count.min(CHUNK) as usize];
-        let mut at = 0;
-        while at < count {
-            let expected = &mut expected[..(count - at).min(CHUNK) as usize];
-            fill(expected, self.seed, offset + u64::from(at));
+        nbdbox_sdk::in_chunks(count, offset, |expected, at, chunk_offset| {
+            fill(expected, self.seed, chunk_offset);
             if src.read(at, expected.len() as u32) != *expected {
                 return Err(error(Errno::Eio, "data written does not match expected"));
             }
-            at += expected.len() as u32;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn trim(&self, _count: u64, _offset: u64, _flags: CmdFlags) -> Result<()> {
