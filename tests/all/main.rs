@@ -81,6 +81,7 @@ mod readme;
 mod sandbox;
 mod third_party;
 mod tls;
+mod zero_copy;
 
 // `foreach_builtin!` and `foreach_test_component!`, generated from the guest crates' manifests.
 include!(concat!(env!("OUT_DIR"), "/components.rs"));

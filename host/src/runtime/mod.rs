@@ -9,6 +9,7 @@
 //!
 //! ```text
 //!   below, resources, grants, clock, wasi   leaves: traits, resource reps, grant opening
+//!   spliced                                 READ replies waiting in a pipe (zero copy)
 //!   background                              host threads running filters' cache hints
 //!     → state                               what a store holds (StoreData, LayerEnv)
 //!     → instance                            the call discipline, typed calls
@@ -30,6 +31,7 @@ mod instance;
 pub mod network;
 pub mod peer;
 mod resources;
+pub mod spliced;
 mod state;
 mod wasi;
 

@@ -103,6 +103,10 @@ impl RawBuf {
         self.len
     }
 
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     fn range(&self, at: u32, count: usize) -> Result<std::ops::Range<usize>> {
         let start = at as usize;
         match start.checked_add(count) {

@@ -12,6 +12,7 @@ use crate::protocol::consts::*;
 use crate::protocol::transmission::{self as codec, Command, Framing, Request};
 use crate::protocol::validate::{validate, ExportState};
 use crate::protocol::NbdError;
+use crate::runtime::spliced::{self, Spliced};
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,7 +155,16 @@ impl Connection<'_> {
                     message: e.message,
                 })
             });
-            if let Err(e) = self.reply(&request, result, &buf) {
+            let spliced = match (&result, request.command) {
+                (Ok(Outcome::Data), _) => self.spliced_reply(&mut buf[..request.count as usize]),
+                (_, Command::Read) => {
+                    spliced::forget();
+                    Ok(None)
+                }
+                _ => Ok(None),
+            };
+            let sent = spliced.and_then(|spliced| self.reply(&request, result, &buf, spliced));
+            if let Err(e) = sent {
                 log::debug!(self.server.log, "connection {}: writing a reply: {e}", self.id);
                 return self.close();
             }
@@ -256,9 +266,11 @@ impl Connection<'_> {
         let flag = |bit: u16| request.flags & bit != 0;
         let fua = Flags::NONE.with(Flags::FUA, flag(CMD_FLAG_FUA));
         match request.command {
-            Command::Read => ctx
-                .pread(self.sized(buf, request.count as usize), offset, Flags::NONE)
-                .map(|()| Outcome::Data),
+            Command::Read => {
+                let buf = self.sized(buf, request.count as usize);
+                spliced::expect_reply(buf);
+                ctx.pread(buf, offset, Flags::NONE).map(|()| Outcome::Data)
+            }
             Command::Write => ctx
                 .pwrite(&buf[..request.count as usize], offset, fua)
                 .map(|()| Outcome::Done),
@@ -297,9 +309,25 @@ impl Connection<'_> {
         ))
     }
 
+    /// A READ reply's bytes if they wait in a pipe and can go to the socket from there; for a
+    /// socket that cannot take them (TLS, stdio) they are copied into `data` instead.
+    fn spliced_reply(&self, data: &mut [u8]) -> io::Result<Option<Spliced>> {
+        match spliced::take(data) {
+            Some(spliced) if self.transport.splice_target().is_none() => spliced.copy_into(data).map(|()| None),
+            taken => Ok(taken),
+        }
+    }
+
     /// Send the reply, whole, under the write lock: nbdkit's reply shapes (server/protocol.c),
-    /// and with extended headers the 32-byte chunks that replace them all.
-    fn reply(&self, request: &Request, result: Result<Outcome, Failure>, buf: &[u8]) -> io::Result<()> {
+    /// and with extended headers the 32-byte chunks that replace them all. A READ's bytes come
+    /// from `buf`, or from `spliced` when they wait in a pipe.
+    fn reply(
+        &self,
+        request: &Request,
+        result: Result<Outcome, Failure>,
+        buf: &[u8],
+        spliced: Option<Spliced>,
+    ) -> io::Result<()> {
         let (cookie, offset) = (request.cookie, request.offset);
         let framing = self.state.framing;
         let _writing = lock(&self.write_lock);
@@ -307,8 +335,12 @@ impl Connection<'_> {
         match result {
             Ok(Outcome::Data) => {
                 let data = &buf[..request.count as usize];
-                let send = |writer: &mut &Transport, header: &[u8]| {
-                    write_all_vectored(writer, &mut [IoSlice::new(header), IoSlice::new(data)])
+                let send = |writer: &mut &Transport, header: &[u8]| match (spliced, writer.splice_target()) {
+                    (Some(spliced), Some(socket)) => {
+                        send_more(socket, header)?;
+                        spliced.send(socket)
+                    }
+                    _ => write_all_vectored(writer, &mut [IoSlice::new(header), IoSlice::new(data)]),
                 };
                 match framing {
                     Framing::Simple => send(&mut writer, &codec::simple_reply(cookie, None)),
@@ -351,6 +383,26 @@ impl Connection<'_> {
             Err(failure) => writer.write_all(&codec::simple_reply(cookie, Some(failure.error))),
         }
     }
+}
+
+/// Write all of `header` to `socket`, telling TCP that the payload follows (MSG_MORE), so
+/// that header and payload can leave in one segment.
+fn send_more(socket: std::os::fd::BorrowedFd<'_>, mut header: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !header.is_empty() {
+        match send(
+            socket.as_raw_fd(),
+            header,
+            MsgFlags::from_bits_retain(libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => header = &header[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Fill `buf`; false on a clean EOF before its first byte.

@@ -80,6 +80,16 @@ impl Transport {
         Some((credentials.pid() as u32, credentials.uid(), credentials.gid()))
     }
 
+    /// The socket a reply's bytes can be spliced to: plain TCP or Unix, not TLS or stdio.
+    pub fn splice_target(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Transport::Tcp(s) => Some(s.as_fd()),
+            Transport::Unix(s) => Some(s.as_fd()),
+            Transport::Stdio { .. } | Transport::Tls(_) => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
     }

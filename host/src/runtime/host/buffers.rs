@@ -39,10 +39,13 @@ fn check_len(len: usize) -> Result<()> {
 }
 
 /// The bytes `buf` names, as a raw view: the current request's read buffer or the component's
-/// own. Valid for the host call in progress (the table entry cannot go away during it).
+/// own. Valid for the host call in progress (the table entry cannot go away during it). A
+/// reply buffer whose bytes wait in a pipe gets them first.
 pub(super) fn read_target(data: &mut StoreData, buf: &Resource<ReadBuf>) -> Result<RawBuf> {
     if buf.rep() == CURRENT {
-        return Ok(data.buffers.read);
+        let raw = data.buffers.read;
+        crate::runtime::spliced::materialize(raw.as_mut_ptr(), raw.len())?;
+        return Ok(raw);
     }
     Ok(RawBuf::of(&mut data.table.get_mut(buf)?.bytes))
 }
