@@ -406,3 +406,38 @@ fn empty_dir_lists_no_export_as_nbdkit() {
     assert!(theirs.is_empty(), "reference listing: {theirs:?}");
     assert_eq!(ours, theirs);
 }
+
+/// `cache=none` keeps a file that was read out of the page cache, as nbdkit's does, also when
+/// the reads are spliced (the pipes must let go of the pages before the plugin drops them);
+/// with the default the whole file stays cached, so the measure can tell the two apart.
+#[test]
+fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
+    tool("nbdcopy");
+    let fincore = tool("fincore");
+    let dir = TempDir::new("fcachenone");
+    let (f, _) = disk(&dir, "disk.img", 41, 16 << 20);
+    fs::File::open(&f).unwrap().sync_all().unwrap();
+    let resident_after = |nbdkit: bool, mode: &str| -> u64 {
+        let drop =
+            format!("import os; fd = os.open({f:?}, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)");
+        assert_success(&run_tool("/usr/bin/python3", &["-c", &drop], None));
+        let args = ["-r", "file", &f, mode];
+        let script = "nbdcopy --request-size=262144 \"$uri\" null:";
+        assert_success(&if nbdkit {
+            nbdkit_captive(&args, script)
+        } else {
+            run_captive(&args, script)
+        });
+        let o = std::process::Command::new(&fincore)
+            .args(["--bytes", "--noheadings", "--output", "RES", &f])
+            .output()
+            .unwrap();
+        assert_success(&o).trim().parse().unwrap()
+    };
+    let (ours, theirs) = (resident_after(false, "cache=none"), resident_after(true, "cache=none"));
+    assert!(
+        ours <= (theirs + (1 << 20)).max(2 << 20),
+        "cache=none: {ours} bytes stay cached (nbdkit: {theirs})"
+    );
+    assert_eq!(resident_after(false, "cache=default"), 16 << 20, "cache=default");
+}

@@ -219,6 +219,22 @@ fn copy_out(slot: &mut Slot, buf: &mut [u8]) -> io::Result<()> {
     done
 }
 
+/// Copy any bytes waiting in the pipes into the reply buffer, letting go of the file's
+/// pages: the component is about to ask the kernel to drop them from its cache (the file
+/// plugin's cache=none), which it cannot do while a pipe holds them.
+pub(crate) fn settle() -> io::Result<()> {
+    SLOT.with_borrow_mut(|slot| match slot.reply {
+        Some((ptr, len)) if slot.in_pipes => {
+            // SAFETY: bytes wait in the pipes only between `defer`, inside the READ, and
+            // `take` or `forget` after it, on this thread: the worker's buffer is alive and
+            // lent to the call in progress.
+            let buf = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+            copy_out(slot, buf)
+        }
+        _ => Ok(()),
+    })
+}
+
 fn drain(pipe: &Pipe, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match nix::unistd::read(pipe.read.as_raw_fd(), buf) {

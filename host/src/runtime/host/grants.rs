@@ -229,7 +229,10 @@ impl HostFile for StoreData {
             Advice::Random => PosixFadviseAdvice::POSIX_FADV_RANDOM,
             Advice::Sequential => PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
             Advice::WillNeed => PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-            Advice::DontNeed => PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            Advice::DontNeed => {
+                crate::runtime::spliced::settle()?;
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED
+            }
         };
         // Advisory: a failure changes nothing the component could act on.
         let _ = nix::fcntl::posix_fadvise(f.as_raw_fd(), offset as i64, count as i64, advice);
