@@ -152,3 +152,25 @@ fn reads_over_tls_are_the_files_bytes() {
     assert_success(&run_captive(&["--tls=require", &psk, "-r", "file", &file], &script));
     assert!(fs::read(&copy).unwrap() == data, "what nbdcopy read over TLS differs");
 }
+
+/// A plugin that looks at its reply buffer after filling it from the file, and fills half
+/// of it again (grant-probe), finds the file's bytes there and serves them.
+#[test]
+fn a_plugin_that_looks_at_what_it_read_sees_the_files_bytes() {
+    let dir = TempDir::new("zclook");
+    fs::create_dir(dir.join("granted")).unwrap();
+    let (file, data) = disk(&dir, "granted/disk.img", 36, 4 << 20);
+    let copy = dir.str("copy.img");
+    let probe = guest("grant_probe.wasm");
+    let o = run_captive(
+        &[
+            "-r",
+            probe.to_str().unwrap(),
+            &format!("file={file}"),
+            &format!("dir={}", dir.str("granted")),
+        ],
+        &format!("nbdcopy --request-size=262144 \"$uri\" {}", shell_quote(&copy)),
+    );
+    assert_success(&o);
+    assert!(fs::read(&copy).unwrap() == data, "the copy differs from the file");
+}

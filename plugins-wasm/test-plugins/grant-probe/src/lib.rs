@@ -3,7 +3,7 @@
 //! way it has to the host filesystem — and logs each outcome as `grant-probe: WHAT: refused
 //! (WHY)` or `grant-probe: WHAT: SUCCEEDED`; and it checks that `read-into` fills a buffer of
 //! its own. Then it serves the granted file read-only, so a test can check the server stayed
-//! up and serves the right bytes.
+//! up and serves the right bytes, looking at each read's buffer after filling it.
 
 use nbdbox_sdk::grants::{open_directory, open_file, File};
 use nbdbox_sdk::prelude::*;
@@ -78,8 +78,20 @@ impl Connection for ProbeConnection {
         self.file.size()
     }
 
+    /// The whole request from the file (the host may splice it rather than copy it), then a
+    /// look at its head and a second read of its back half: each must find the file's bytes,
+    /// the look failing the read with EIO if not (tests/all/zero_copy.rs).
     fn pread(&self, dst: &ReadBuf, count: u32, offset: u64, _flags: CmdFlags) -> Result<()> {
-        self.file.read_into(dst, 0, count, offset)
+        self.file.read_into(dst, 0, count, offset)?;
+        let head = count.min(16);
+        if dst.read(0, head) != self.file.read(head, offset)? {
+            return Err(error(
+                Errno::Eio,
+                "grant-probe: the buffer does not hold what read-into read",
+            ));
+        }
+        let half = count / 2;
+        self.file.read_into(dst, half, count - half, offset + u64::from(half))
     }
 }
 
