@@ -200,23 +200,25 @@ impl Export {
         self.thread_model
     }
 
-    /// How many workers a connection usefully has, given `-t`. When the export serializes a
-    /// connection's requests (a thread model below parallel), one, which serializes them by
-    /// itself: a second would only wait its turn, and the wake-ups cost more than the reply
-    /// I/O it overlaps (nbdcopy of 1 GiB through readahead and retry over memory: 6.9 GB/s
-    /// with one worker, 6.4 with two on 4 connections, 4.4 either way on one). When requests
-    /// take turns at a shared layer every request goes through, two: one in the layers while
-    /// the other reads the next request and writes the last reply; more only contend for the
-    /// lock (4 connections of 4 KiB random reads on memory: ~170k IOPS with 2 workers, ~110k
-    /// with 16). Otherwise `-t`, each in a lane of its own.
+    /// How many workers a connection usefully has, given `-t`. When requests take turns (a
+    /// thread model below parallel, or a shared layer every request goes through), two: one
+    /// in the layers while the other reads the next request and writes the last reply; more
+    /// only contend for the lock (4 connections of 4 KiB random reads on memory: ~170k IOPS
+    /// with 2 workers, ~110k with 16). Otherwise `-t`, each in a lane of its own.
     pub fn useful_workers(&self, threads: usize) -> usize {
-        if self.thread_model < ThreadModel::Parallel {
-            1
-        } else if self.layers.iter().any(|layer| layer.is_shared()) {
+        let takes_turns =
+            self.thread_model != ThreadModel::Parallel || self.layers.iter().any(|layer| layer.is_shared());
+        if takes_turns {
             threads.clamp(1, 2)
         } else {
             threads.max(1)
         }
+    }
+
+    /// Whether one connection's requests must not overlap in the layers (nbdkit's
+    /// serialize_requests and stricter).
+    pub fn serializes_requests(&self) -> bool {
+        self.thread_model < ThreadModel::Parallel
     }
 
     /// Held around each request of an export that serializes all requests.
