@@ -9,7 +9,8 @@ use std::fs;
 use std::process::Command;
 
 /// Reads of every size class around the pipe's capacity (1 MiB less a page), at aligned and
-/// unaligned offsets, compared with the file, over simple and then structured replies.
+/// unaligned offsets, compared with the file, over simple and then structured replies, on a
+/// Unix socket and on TCP.
 const SHAPES: &str = r#"
 import nbd, sys
 want = open(sys.argv[-1], "rb").read()
@@ -28,7 +29,9 @@ for structured in (False, True):
     h.shutdown()
 "#;
 
-fn read_shapes(args: &[&str], file: &str, dir: &TempDir) -> String {
+/// Run SHAPES against `nbdbox ARGS` serving `file`: captive on a private Unix socket, or on
+/// the TCP `port` given.
+fn read_shapes(args: &[&str], file: &str, dir: &TempDir, port: Option<&str>) -> String {
     let py = dir.join("shapes.py");
     fs::write(&py, SHAPES).unwrap();
     let script = format!(
@@ -36,15 +39,25 @@ fn read_shapes(args: &[&str], file: &str, dir: &TempDir) -> String {
         shell_quote(file),
         shell_quote(py.to_str().unwrap())
     );
-    assert_success(&run_captive(args, &script))
+    match port {
+        None => assert_success(&run_captive(args, &script)),
+        Some(port) => {
+            let tcp = [&["-i", "127.0.0.1", "-p", port], args, &["--run", &script]].concat();
+            assert_success(&nbdbox(&tcp))
+        }
+    }
 }
 
 #[test]
 fn reads_of_every_shape_return_the_files_bytes() {
     let dir = TempDir::new("zcshapes");
     let (file, _) = disk(&dir, "disk.img", 31, 8 << 20);
-    let out = read_shapes(&["-r", "file", &file], &file, &dir);
+    let out = read_shapes(&["-r", "file", &file], &file, &dir, None);
     assert_eq!(out, "simple ok\nstructured ok\n");
+    // TCP: the header goes with MSG_MORE, the bytes by splice to a TCP socket.
+    let port = free_port().to_string();
+    let out = read_shapes(&["-r", "file", &file], &file, &dir, Some(&port));
+    assert_eq!(out, "simple ok\nstructured ok\n", "over TCP");
 }
 
 /// strace sees the reads leave by splice(2), and the bytes are still right: the test fails
