@@ -257,7 +257,7 @@ fn drain(pipe: &Pipe, mut buf: &mut [u8]) -> io::Result<()> {
 pub fn take(buf: &[u8]) -> Option<Spliced> {
     SLOT.with_borrow_mut(|slot| {
         let registered = slot.reply.take() == Some((buf.as_ptr() as usize, buf.len()));
-        (registered && slot.in_pipes).then_some(Spliced { len: buf.len() })
+        (registered && slot.in_pipes).then(|| Spliced { len: buf.len() })
     })
 }
 
@@ -300,6 +300,18 @@ impl Spliced {
     /// Copy the bytes into `buf` (the reply's buffer), for a transport that cannot splice.
     pub fn copy_into(self, buf: &mut [u8]) -> io::Result<()> {
         SLOT.with_borrow_mut(|slot| copy_out(slot, &mut buf[..self.len]))
+    }
+}
+
+/// A reply given up before its bytes left (its header could not be written): they go with
+/// the pipes, so the next READ starts with empty ones.
+impl Drop for Spliced {
+    fn drop(&mut self) {
+        SLOT.with_borrow_mut(|slot| {
+            if slot.in_pipes {
+                slot.discard();
+            }
+        });
     }
 }
 
