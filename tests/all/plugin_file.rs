@@ -415,7 +415,8 @@ fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
     tool("nbdcopy");
     let fincore = tool("fincore");
     let dir = TempDir::new("fcachenone");
-    let (f, _) = disk(&dir, "disk.img", 41, 16 << 20);
+    let size: u64 = 16 << 20;
+    let (f, _) = disk(&dir, "disk.img", 41, size as usize);
     fs::File::open(&f).unwrap().sync_all().unwrap();
     let resident_after = |nbdkit: bool, mode: &str| -> u64 {
         let drop =
@@ -434,10 +435,13 @@ fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
             .unwrap();
         assert_success(&o).trim().parse().unwrap()
     };
+    // What the kernel read ahead past the last read stays (read_ahead_kb may be 8 MiB), and
+    // more of it with parallel reads or a busy machine: measured against nbdkit in the same
+    // conditions (about 1 MiB here), with a quarter of the file to spare, far from all of it.
     let (ours, theirs) = (resident_after(false, "cache=none"), resident_after(true, "cache=none"));
     assert!(
-        ours <= (theirs + (1 << 20)).max(2 << 20),
+        ours <= theirs + size / 4,
         "cache=none: {ours} bytes stay cached (nbdkit: {theirs})"
     );
-    assert_eq!(resident_after(false, "cache=default"), 16 << 20, "cache=default");
+    assert_eq!(resident_after(false, "cache=default"), size, "cache=default");
 }
