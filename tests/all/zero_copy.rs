@@ -187,3 +187,24 @@ fn a_plugin_that_looks_at_what_it_read_sees_the_files_bytes() {
     assert_success(&o);
     assert!(fs::read(&copy).unwrap() == data, "the copy differs from the file");
 }
+
+/// `-s` (the client on stdin and stdout) cannot take spliced bytes either: they are copied.
+#[test]
+fn reads_over_stdio_are_the_files_bytes() {
+    let dir = TempDir::new("zcstdio");
+    let (file, _) = disk(&dir, "disk.img", 37, 8 << 20);
+    let py = format!(
+        r#"
+import nbd
+h = nbd.NBD()
+h.connect_command([{bin:?}, "-s", "-r", "file", {file:?}])
+want = open({file:?}, "rb").read()
+for offset, count in [(0, 262144), (4096, 1 << 20), (1, 2 << 20), (12345, 65536)]:
+    assert h.pread(count, offset) == want[offset:offset + count], (offset, count)
+print("stdio ok")
+"#,
+        bin = bin().display().to_string()
+    );
+    let o = run_tool("/usr/bin/python3", &["-c", &py], None);
+    assert_eq!(assert_success(&o), "stdio ok\n");
+}
