@@ -85,46 +85,29 @@ struct Slot {
     pipes: Vec<Pipe>,
     /// Address and length of the READ buffer whose reply is being made.
     reply: Option<(usize, usize)>,
-    /// The reply buffer's bytes are in the pipes (in order, each filled as [`Pipe::fits`]
-    /// says), not in the buffer.
+    /// The reply buffer's bytes are in the pipes (in order, each filled as
+    /// [`Slot::shares`] says), not in the buffer.
     in_pipes: bool,
     /// The file offset the bytes in the pipes came from: it decides each pipe's share.
     from: u64,
 }
 
 impl Slot {
-    /// Each pipe's share of `count` bytes from `offset`, opening pipes as needed; None when
-    /// they cannot hold it.
-    fn plan(&mut self, count: usize, offset: u64) -> Option<Vec<usize>> {
-        let mut shares = Vec::new();
-        let (mut left, mut at) = (count, offset);
-        while left > 0 {
-            if shares.len() == self.pipes.len() {
-                if self.pipes.len() == PIPES_PER_THREAD {
-                    return None;
-                }
-                self.pipes.push(Pipe::open()?);
+    /// Open pipes until they can hold `count` bytes from file offset `offset`; false when a
+    /// thread's pipes cannot.
+    fn open_for(&mut self, count: usize, offset: u64) -> bool {
+        while self.shares(count, offset).map(|(_, share)| share).sum::<usize>() < count {
+            match (self.pipes.len() < PIPES_PER_THREAD).then(Pipe::open).flatten() {
+                Some(pipe) => self.pipes.push(pipe),
+                None => return false,
             }
-            let share = self.pipes[shares.len()].fits(at).min(left);
-            if share == 0 {
-                return None;
-            }
-            shares.push(share);
-            left -= share;
-            at += share as u64;
         }
-        Some(shares)
+        true
     }
 
-    /// Throw away the pipes and whatever they hold.
-    fn discard(&mut self) {
-        self.pipes.clear();
-        self.in_pipes = false;
-    }
-
-    /// The pipes holding a reply of `len` bytes, with their shares, as `plan` filled them.
-    fn filled(&self, len: usize) -> impl Iterator<Item = (&Pipe, usize)> {
-        let (mut left, mut at) = (len, self.from);
+    /// Each pipe with its share of `len` bytes from file offset `from`, in order.
+    fn shares(&self, len: usize, from: u64) -> impl Iterator<Item = (&Pipe, usize)> {
+        let (mut left, mut at) = (len, from);
         self.pipes.iter().map_while(move |pipe| {
             let share = pipe.fits(at).min(left);
             (share > 0).then(|| {
@@ -134,41 +117,61 @@ impl Slot {
             })
         })
     }
+
+    /// Throw away the pipes and whatever they hold.
+    fn discard(&mut self) {
+        self.pipes.clear();
+        self.in_pipes = false;
+    }
+
+    /// Copy the bytes waiting in the pipes into the registered reply buffer.
+    fn copy_in(&mut self) -> io::Result<()> {
+        match self.reply {
+            Some((ptr, len)) if self.in_pipes => {
+                // SAFETY: bytes wait in the pipes only between `defer`, inside the READ, and
+                // `take` after it, on this thread: the worker's buffer is alive and lent to
+                // the call in progress.
+                let buf = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+                copy_out(self, buf)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 thread_local! {
     static SLOT: RefCell<Slot> = RefCell::default();
 }
 
-/// A READ is about to fill `buf`: its bytes may be spliced until [`take`] or [`forget`].
+/// A READ is about to fill `buf`: its bytes may be spliced until [`take`].
 pub fn expect_reply(buf: &[u8]) {
     SLOT.with_borrow_mut(|slot| {
-        debug_assert!(!slot.in_pipes, "a spliced reply was neither taken nor forgotten");
+        debug_assert!(!slot.in_pipes, "a spliced reply was never taken");
         slot.reply = Some((buf.as_ptr() as usize, buf.len()));
     });
 }
 
-/// Splice `count` bytes at `offset` of `file` into the pipes, standing for the whole of the
-/// buffer at `ptr` (of `len` bytes) if that is the registered reply buffer. False when it is
-/// not, or the range does not fit, or the file will not splice: the caller copies instead.
-pub(crate) fn defer(file: &File, ptr: *const u8, len: usize, count: usize, offset: u64) -> bool {
+/// Splice `buf`'s bytes from `offset` of `file` into the pipes instead of reading them into
+/// it, if `buf` is the whole registered reply buffer. False when it is not, or the range does
+/// not fit, or the file will not splice: the caller reads instead.
+pub(crate) fn defer(file: &File, buf: &[u8], offset: u64) -> bool {
     SLOT.with_borrow_mut(|slot| {
-        if slot.reply != Some((ptr as usize, len)) || count != len || count < SPLICE_FROM {
+        let count = buf.len();
+        if slot.reply != Some((buf.as_ptr() as usize, count)) || count < SPLICE_FROM {
             return false;
         }
-        let Some(shares) = slot.plan(count, offset) else {
+        if !slot.open_for(count, offset) {
             return false;
-        };
-        // The pipes are empty here: bytes put in them before were materialized or sent.
-        let mut at = offset;
-        for (pipe, share) in slot.pipes.iter().zip(shares) {
-            if fill(file.as_fd(), pipe, share, at).is_err() {
-                // Whatever reached the pipes goes with them; the caller's copy reports the
-                // error the file really has.
-                slot.discard();
-                return false;
-            }
-            at += share as u64;
+        }
+        // The pipes are empty here: bytes put in them before were copied in or sent.
+        let filled = slot.shares(count, offset).try_fold(offset, |at, (pipe, share)| {
+            fill(file.as_fd(), pipe, share, at).map(|()| at + share as u64)
+        });
+        if filled.is_err() {
+            // Whatever reached the pipes goes with them; the caller's read reports the error
+            // the file really has.
+            slot.discard();
+            return false;
         }
         slot.in_pipes = true;
         slot.from = offset;
@@ -196,12 +199,10 @@ fn fill(file: BorrowedFd<'_>, pipe: &Pipe, count: usize, offset: u64) -> io::Res
 /// copy them in: someone is about to read or change it.
 pub(crate) fn materialize(ptr: *mut u8, len: usize) -> io::Result<()> {
     SLOT.with_borrow_mut(|slot| {
-        if !slot.in_pipes || slot.reply != Some((ptr as usize, len)) {
+        if slot.reply != Some((ptr as usize, len)) {
             return Ok(());
         }
-        // SAFETY: the caller lends the registered buffer, alive for its call.
-        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        copy_out(slot, buf)
+        slot.copy_in()
     })
 }
 
@@ -210,7 +211,7 @@ fn copy_out(slot: &mut Slot, buf: &mut [u8]) -> io::Result<()> {
     slot.in_pipes = false;
     let mut rest = &mut buf[..];
     let mut done = Ok(());
-    for (pipe, share) in slot.filled(rest.len()) {
+    for (pipe, share) in slot.shares(rest.len(), slot.from) {
         let (part, after) = rest.split_at_mut(share);
         rest = after;
         done = drain(pipe, part);
@@ -228,16 +229,7 @@ fn copy_out(slot: &mut Slot, buf: &mut [u8]) -> io::Result<()> {
 /// pages: the component is about to ask the kernel to drop them from its cache (the file
 /// plugin's cache=none), which it cannot do while a pipe holds them.
 pub(crate) fn settle() -> io::Result<()> {
-    SLOT.with_borrow_mut(|slot| match slot.reply {
-        Some((ptr, len)) if slot.in_pipes => {
-            // SAFETY: bytes wait in the pipes only between `defer`, inside the READ, and
-            // `take` or `forget` after it, on this thread: the worker's buffer is alive and
-            // lent to the call in progress.
-            let buf = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
-            copy_out(slot, buf)
-        }
-        _ => Ok(()),
-    })
+    SLOT.with_borrow_mut(Slot::copy_in)
 }
 
 fn drain(pipe: &Pipe, mut buf: &mut [u8]) -> io::Result<()> {
@@ -252,23 +244,15 @@ fn drain(pipe: &Pipe, mut buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The reply is being written: whether `buf`'s bytes wait in the pipes. Taken once; the
-/// registration ends here.
-pub fn take(buf: &[u8]) -> Option<Spliced> {
+/// The READ is done: its bytes, if they wait in the pipes, for the reply to send or copy.
+/// The registration ends here; a reply that does not send them (the READ failed) drops them
+/// with the [`Spliced`].
+pub fn take() -> Option<Spliced> {
     SLOT.with_borrow_mut(|slot| {
-        let registered = slot.reply.take() == Some((buf.as_ptr() as usize, buf.len()));
-        (registered && slot.in_pipes).then(|| Spliced { len: buf.len() })
+        let (_, len) = slot.reply.take()?;
+        // Built only when kept: dropping one here would borrow the slot again.
+        slot.in_pipes.then(|| Spliced { len })
     })
-}
-
-/// The READ failed or was not sent as data: drop what the pipes hold for it.
-pub fn forget() {
-    SLOT.with_borrow_mut(|slot| {
-        slot.reply = None;
-        if slot.in_pipes {
-            slot.discard();
-        }
-    });
 }
 
 /// A READ reply's bytes, waiting in this thread's pipes.
@@ -283,7 +267,7 @@ impl Spliced {
         SLOT.with_borrow_mut(|slot| {
             slot.in_pipes = false;
             let mut done = Ok(());
-            for (pipe, share) in slot.filled(self.len) {
+            for (pipe, share) in slot.shares(self.len, slot.from) {
                 done = pour(pipe, share, out);
                 if done.is_err() {
                     break;
@@ -297,14 +281,14 @@ impl Spliced {
         })
     }
 
-    /// Copy the bytes into `buf` (the reply's buffer), for a transport that cannot splice.
+    /// Copy the bytes into `buf`, the reply's buffer, for a transport that cannot splice.
     pub fn copy_into(self, buf: &mut [u8]) -> io::Result<()> {
         SLOT.with_borrow_mut(|slot| copy_out(slot, &mut buf[..self.len]))
     }
 }
 
-/// A reply given up before its bytes left (its header could not be written): they go with
-/// the pipes, so the next READ starts with empty ones.
+/// A reply that did not send its bytes (the READ failed, or its header could not be
+/// written): they go with the pipes, so the next READ starts with empty ones.
 impl Drop for Spliced {
     fn drop(&mut self) {
         SLOT.with_borrow_mut(|slot| {

@@ -155,12 +155,8 @@ impl Connection<'_> {
                     message: e.message,
                 })
             });
-            let spliced = match (&result, request.command) {
-                (Ok(Outcome::Data), _) => self.spliced_reply(&mut buf[..request.count as usize]),
-                (_, Command::Read) => {
-                    spliced::forget();
-                    Ok(None)
-                }
+            let spliced = match request.command {
+                Command::Read => self.spliced_reply(&mut buf),
                 _ => Ok(None),
             };
             let sent = spliced.and_then(|spliced| self.reply(&request, result, &buf, spliced));
@@ -310,10 +306,10 @@ impl Connection<'_> {
     }
 
     /// A READ reply's bytes if they wait in a pipe and can go to the socket from there; for a
-    /// socket that cannot take them (TLS, stdio) they are copied into `data` instead.
-    fn spliced_reply(&self, data: &mut [u8]) -> io::Result<Option<Spliced>> {
-        match spliced::take(data) {
-            Some(spliced) if self.transport.splice_target().is_none() => spliced.copy_into(data).map(|()| None),
+    /// socket that cannot take them (TLS, stdio) they are copied into `buf` instead.
+    fn spliced_reply(&self, buf: &mut [u8]) -> io::Result<Option<Spliced>> {
+        match spliced::take() {
+            Some(spliced) if self.transport.splice_target().is_none() => spliced.copy_into(buf).map(|()| None),
             taken => Ok(taken),
         }
     }

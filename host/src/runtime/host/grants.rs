@@ -137,7 +137,7 @@ impl HostFile for StoreData {
         let raw = read_target(self, &dst)?;
         // SAFETY: a view of a buffer lent to this call or owned by this instance's table.
         let buf = unsafe { raw.slice_mut(at, count as usize)? };
-        if crate::runtime::spliced::defer(&f, buf.as_ptr(), raw.len(), buf.len(), offset) {
+        if crate::runtime::spliced::defer(&f, buf, offset) {
             return Ok(());
         }
         f.read_exact_at(buf, offset).map_err(io_error)
