@@ -256,7 +256,7 @@ pub fn take() -> Option<Spliced> {
 }
 
 /// A READ reply's bytes, waiting in this thread's pipes.
-#[must_use = "the pipes must be emptied"]
+#[must_use = "dropping it throws the reply's bytes away"]
 pub struct Spliced {
     len: usize,
 }
