@@ -49,6 +49,19 @@ fn main() {
     std::fs::write(out_dir.join("components.rs"), test_macros(&guests)).unwrap();
     // The integration tests (a target of this package) find the test-only components here.
     println!("cargo:rustc-env=NBDBOX_GUEST_DIR={}", wasm_dir.display());
+    libssl_on_demand();
+}
+
+/// Whether OpenSSL is loaded on demand (src/libssl.rs), and which libssl: the one whose
+/// headers openssl-sys built against. Elsewhere the binary links OpenSSL as usual.
+fn libssl_on_demand() {
+    println!("cargo::rustc-check-cfg=cfg(libssl_on_demand)");
+    let version = env::var("DEP_OPENSSL_VERSION_NUMBER").ok();
+    let major = version.and_then(|v| u64::from_str_radix(&v, 16).ok()).map(|v| v >> 28);
+    if major == Some(3) && env::var("TARGET").unwrap() == "x86_64-unknown-linux-gnu" {
+        println!("cargo:rustc-cfg=libssl_on_demand");
+        println!("cargo:rustc-env=NBDBOX_LIBSSL=libssl.so.3");
+    }
 }
 
 /// Every member of the guest workspace that declares a role.

@@ -18,11 +18,14 @@
 //!   that says so.
 //! * [`lifecycle`]: the process: startup order, daemonizing, `--run`, exit.
 //! * [`shutdown`], [`log`]: values handed down to whatever needs them.
+//! * `libssl`: OpenSSL, loaded when TLS or an https URL first needs it.
 
 pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
+#[cfg(libssl_on_demand)]
+pub mod libssl;
 pub mod lifecycle;
 pub mod log;
 pub mod parse;

@@ -404,3 +404,61 @@ fn uri_carries_what_a_client_needs_under_require() {
     let o = run_captive(&["--tls=on", &certs, "memory", "1G"], "echo \"$uri\"");
     assert!(assert_success(&o).starts_with("nbd+unix://?socket="));
 }
+
+/// OpenSSL is loaded when TLS is configured, not at every start (host/src/libssl.rs): the
+/// binary does not need libssl, a server without TLS never maps it, and one with a PSK maps
+/// it and serves a TLS client.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn openssl_is_loaded_only_for_tls() {
+    let dynamic = Command::new(tool("readelf"))
+        .arg("--dynamic")
+        .arg(bin())
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    if dynamic.contains("[libssl.so") || dynamic.contains("[libcrypto.so") {
+        let symbols = Command::new(tool("nm"))
+            .args(["-D", "--undefined-only"])
+            .arg(bin())
+            .output()
+            .unwrap();
+        let direct: Vec<_> = String::from_utf8_lossy(&symbols.stdout)
+            .lines()
+            .filter(|line| line.contains("@OPENSSL"))
+            .map(str::to_owned)
+            .collect();
+        panic!(
+            "the binary links OpenSSL at startup: add these to host/src/libssl.rs:\n{}",
+            direct.join("\n")
+        );
+    }
+    let maps = |pid: u32| fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let plain = Server::start(&["memory", "1M"]);
+    assert!(
+        !maps(plain.pid).contains("/libssl.so"),
+        "a server without TLS mapped libssl"
+    );
+
+    let dir = TempDir::new("tlslazy");
+    let pki = Pki::make(&dir);
+    let psk = format!("--tls-psk={}", pki.psk.display());
+    let tls = Server::start(&["--tls=require", &psk, "memory", "1M"]);
+    let mapped = maps(tls.pid);
+    assert!(
+        mapped.contains("/libssl.so") && mapped.contains("/libcrypto.so"),
+        "a server with --tls-psk has not loaded OpenSSL:\n{mapped}"
+    );
+    let uri = format!(
+        "nbds+unix://alice@/?socket={}&tls-psk-file={}",
+        tls.sock.display(),
+        pki.psk.display()
+    );
+    let out = Command::new(tool("nbdinfo")).args(["--size", &uri]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "nbdinfo over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1048576");
+}

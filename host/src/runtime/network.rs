@@ -344,6 +344,9 @@ impl UrlGrant {
 fn new_agent(options: &HttpOptions) -> Result<Agent, Error> {
     use ureq::config::AutoHeaderValue;
     use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    // Any URL may redirect to https: the agent's TLS must be there before its first request.
+    #[cfg(libssl_on_demand)]
+    crate::libssl::load().map_err(eio)?;
     let mut certs = Vec::new();
     for pem in options.ca_file.iter().chain(options.ca_directory.iter().flatten()) {
         for item in ureq::tls::parse_pem(pem) {

@@ -283,6 +283,8 @@ fn default_certificates(verify_peer: bool, log: &Log) -> Option<(SslAcceptor, Cr
 }
 
 fn acceptor_builder() -> Result<openssl::ssl::SslAcceptorBuilder> {
+    #[cfg(libssl_on_demand)]
+    crate::libssl::load().map_err(anyhow::Error::msg)?;
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     if let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) {
         let file = std::fs::OpenOptions::new()
