@@ -231,7 +231,9 @@ fn start(config: Config, log: &Log) -> Result<u8> {
     }
     ticker.stop();
     drop(cleanup);
-    Ok(code)
+    // Everything left is memory and mappings (instances, compiled code, buffers), which
+    // the kernel reclaims faster than their destructors do: about 0.4 ms of every run.
+    std::process::exit(code.into())
 }
 
 /// `--help`, `--version` and `--dump-plugin`: the plugin and filters a command line names
