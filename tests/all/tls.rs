@@ -462,3 +462,46 @@ fn openssl_is_loaded_only_for_tls() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1048576");
 }
+
+/// Without libssl a server still serves plain NBD, and `--tls` fails naming the library
+/// (host/src/libssl.rs): libssl.so.3 is hidden behind /dev/null in a private mount namespace.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn without_libssl_plain_serves_and_tls_names_it() {
+    // The test binary links OpenSSL itself, so its maps give the library's path.
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    let libssl = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libssl.so.3"))
+        .expect("the test binary maps libssl.so.3");
+    let dir = TempDir::new("tlsnolib");
+    let pki = Pki::make(&dir);
+    let hidden = |args: &[&str]| {
+        Command::new(tool("unshare"))
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("mount --bind /dev/null {libssl} && exec \"$@\""))
+            .arg("sh")
+            .arg(bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let plain = hidden(&["-U", "-", "memory", "1M", "--run", "nbdinfo --size $uri"]);
+    assert!(
+        plain.status.success(),
+        "plain NBD without libssl: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "1048576");
+
+    let psk = format!("--tls-psk={}", pki.psk.display());
+    let tls = hidden(&["--tls=require", &psk, "-U", "-", "memory", "1M", "--run", "true"]);
+    let stderr = String::from_utf8_lossy(&tls.stderr);
+    assert_eq!(tls.status.code(), Some(1), "--tls without libssl: {stderr}");
+    assert!(
+        stderr.contains("--tls-psk=") && stderr.contains("cannot load libssl.so.3"),
+        "the error names the option and the library: {stderr}"
+    );
+}
