@@ -478,28 +478,22 @@ fn without_libssl_plain_serves_and_tls_names_it() {
     let dir = TempDir::new("tlsnolib");
     let pki = Pki::make(&dir);
     let hidden = |args: &[&str]| {
-        Command::new(tool("unshare"))
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
+        let mut c = Command::new(tool("unshare"));
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(format!("mount --bind /dev/null {libssl} && exec \"$@\""))
             .arg("sh")
             .arg(bin())
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        run_with_timeout(c, DEFAULT_TIMEOUT)
     };
 
     let plain = hidden(&["-U", "-", "memory", "1M", "--run", "nbdinfo --size $uri"]);
-    assert!(
-        plain.status.success(),
-        "plain NBD without libssl: {}",
-        String::from_utf8_lossy(&plain.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "1048576");
+    assert_eq!(assert_success(&plain).trim(), "1048576");
 
     let psk = format!("--tls-psk={}", pki.psk.display());
     let tls = hidden(&["--tls=require", &psk, "-U", "-", "memory", "1M", "--run", "true"]);
-    let stderr = String::from_utf8_lossy(&tls.stderr);
-    assert_eq!(tls.status.code(), Some(1), "--tls without libssl: {stderr}");
+    assert_exit1(&tls);
+    let stderr = stderr(&tls);
     assert!(
         stderr.contains("--tls-psk=") && stderr.contains("cannot load libssl.so.3"),
         "the error names the option and the library: {stderr}"
