@@ -3,6 +3,7 @@
 //! are pipelined and replies may leave out of order; a request is read and its reply
 //! written whole under the connection's read and write locks (nbdkit's server/protocol.c).
 
+use super::busy_poll::BusyPoll;
 use super::handshake::Negotiated;
 use super::{nbd_error, Server, Transport};
 use crate::api::{Error, Flags};
@@ -16,7 +17,7 @@ use crate::runtime::spliced::{self, Spliced};
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The largest request buffer a worker keeps for itself.
 const KEEP_WHILE_IDLE: usize = 1 << 20;
@@ -34,7 +35,7 @@ struct Connection<'a> {
     server: &'a Server,
     transport: &'a Transport,
     /// The read side: taken by one worker at a time, for one request with its payload.
-    inbox: Mutex<BufReader<&'a Transport>>,
+    inbox: Mutex<Inbox<'a>>,
     write_lock: Mutex<()>,
     /// Held around each request in the layers when the export serializes requests: the
     /// second worker still overlaps socket I/O with it.
@@ -49,6 +50,12 @@ struct Connection<'a> {
     spare: Mutex<Vec<Vec<u8>>>,
     /// Buffers larger than [`KEEP_WHILE_IDLE`], in use or spare.
     large_buffers: AtomicUsize,
+}
+
+struct Inbox<'a> {
+    stream: BufReader<&'a Transport>,
+    /// How long to poll for the next request before sleeping.
+    poll: BusyPoll,
 }
 
 /// What a request produced, besides an error.
@@ -93,7 +100,10 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
         id,
         server,
         transport,
-        inbox: Mutex::new(BufReader::with_capacity(INBOX_LEN, transport)),
+        inbox: Mutex::new(Inbox {
+            stream: BufReader::with_capacity(INBOX_LEN, transport),
+            poll: BusyPoll::new(),
+        }),
         write_lock: Mutex::new(()),
         request_lock: export.serializes_requests().then(Mutex::default),
         export,
@@ -206,9 +216,14 @@ impl Connection<'_> {
     /// One request off the wire; None at EOF or DISC (requests already read still finish).
     fn read_request(
         &self,
-        reader: &mut BufReader<&Transport>,
+        inbox: &mut Inbox,
         buf: &mut Vec<u8>,
     ) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
+        let reader = &mut inbox.stream;
+        let waiting_since = reader.buffer().is_empty().then(Instant::now);
+        if waiting_since.is_some() {
+            self.transport.poll_readable(inbox.poll.window())?;
+        }
         // Large buffers are kept while requests keep coming (allocating them again costs page
         // faults), and given back once the client goes quiet: the reader waits in steps, and
         // frees those set aside meanwhile at each step.
@@ -224,6 +239,9 @@ impl Connection<'_> {
         let header = &mut header[..framing.request_header_len()];
         if !read_exact_or_eof(reader, header)? {
             return Ok(None);
+        }
+        if let Some(since) = waiting_since {
+            inbox.poll.waited(since.elapsed());
         }
         let parsed = match framing {
             Framing::Extended => codec::parse_extended_request((&*header).try_into().expect("32 bytes")),

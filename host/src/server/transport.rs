@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::tls::TlsStream;
 use crate::runtime::peer::Peer;
@@ -117,6 +117,24 @@ impl Transport {
             Ok(ready) => Ok(ready > 0),
             Err(nix::errno::Errno::EINTR) => Ok(true),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Poll without sleeping for up to `window` until the client sends something (or hangs
+    /// up): false if it stayed quiet.
+    pub fn poll_readable(&self, window: Duration) -> io::Result<bool> {
+        if window.is_zero() {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        loop {
+            if self.wait_readable(Duration::ZERO)? {
+                return Ok(true);
+            }
+            if start.elapsed() >= window {
+                return Ok(false);
+            }
+            std::thread::yield_now();
         }
     }
 

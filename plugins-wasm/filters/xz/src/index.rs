@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn not_xz() {
-        let file = vec![1u8; 100];
+        let file = [1u8; 100];
         let read = |o: u64, l: u64| Ok::<_, ()>(file[o as usize..(o + l) as usize].to_vec());
         assert!(blocks(100, read).is_err());
     }
