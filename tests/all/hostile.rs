@@ -376,6 +376,43 @@ fn idle_connections_give_back_large_buffers() {
     assert_eq!(c.read(0, 512), Ok(vec![1; 512]), "after going idle");
 }
 
+/// CPU time the process's live threads have used, from /proc/PID/task/*/schedstat (its first
+/// field, in nanoseconds).
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos = tasks
+        .filter_map(|task| fs::read_to_string(task.unwrap().path().join("schedstat")).ok())
+        .map(|stat| stat.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+#[test]
+fn a_quiet_client_after_a_burst_costs_no_cpu() {
+    // Requests one at a time, as fast as the client can: the reader polls between them.
+    let srv = Server::start(&["memory", "64M"]);
+    let mut c = RawClient::open(&srv.sock, true, false);
+    for n in 0..2000u64 {
+        assert_eq!(c.read(n % 16 * 4096, 4096), Ok(vec![0; 4096]));
+    }
+    // Then it stays connected and sends nothing: polling must stop, not spin on.
+    let before = cpu_time(srv.pid);
+    thread::sleep(Duration::from_secs(1));
+    let quiet = cpu_time(srv.pid).saturating_sub(before);
+    assert!(quiet < Duration::from_millis(50), "{quiet:?} of CPU in a quiet second");
+    // A client that pauses between requests does not keep the reader polling either.
+    let before = cpu_time(srv.pid);
+    for _ in 0..100 {
+        thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.read(0, 512), Ok(vec![0; 512]));
+    }
+    let paced = cpu_time(srv.pid).saturating_sub(before);
+    assert!(
+        paced < Duration::from_millis(100),
+        "{paced:?} of CPU for 100 paced reads"
+    );
+}
+
 #[test]
 fn a_call_timeout_out_of_range_names_the_option() {
     let out = nbdbox(&["--call-timeout=1e20", "memory", "1M"]);

@@ -3,7 +3,7 @@
 //! A client with one request at a time sends the next one a few microseconds after it reads
 //! a reply. A reader that sleeps in that gap pays for waking up again, and on a virtual
 //! machine whose idle CPUs halt, that wake-up crosses the hypervisor: 4 KiB reads at queue
-//! depth 1 took 32–41 µs each with the reader asleep, 24 µs with it polling for 30 µs.
+//! depth 1 took 24–43 µs each with the reader asleep, 19.5–20.5 µs with it polling.
 //!
 //! Polling only pays for a client that answers within the window, and costs a CPU meanwhile,
 //! so the window adapts per connection the way Linux's haltpoll governor adapts its own
@@ -13,10 +13,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The longest a reader polls. Longer windows take more CPU from the workers and the client
-/// sharing a small machine than they save (a fixed 100 µs window: 27–30 µs per request
-/// against 24 µs with 30 µs).
-
+/// The longest a reader polls. Longer windows take more CPU from the client sharing a small
+/// machine than they save (a fixed 100 µs window: 27–30 µs per request against 24 µs with
+/// 30 µs).
 const MAX: Duration = Duration::from_micros(40);
 
 /// The longest wait that still counts as a quick client. A request that finds the reader

@@ -37,9 +37,6 @@ struct Connection<'a> {
     /// The read side: taken by one worker at a time, for one request with its payload.
     inbox: Mutex<Inbox<'a>>,
     write_lock: Mutex<()>,
-    /// Held around each request in the layers when the export serializes requests: the
-    /// second worker still overlaps socket I/O with it.
-    request_lock: Option<Mutex<()>>,
     export: Arc<Export>,
     opened: Opened,
     state: ExportState,
@@ -105,7 +102,6 @@ pub fn run(server: &Server, negotiated: Negotiated, transport: &Transport, id: u
             poll: BusyPoll::new(),
         }),
         write_lock: Mutex::new(()),
-        request_lock: export.serializes_requests().then(Mutex::default),
         export,
         opened,
         state,
@@ -158,7 +154,6 @@ impl Connection<'_> {
                 Err(e) => return log::debug!(self.server.log, "connection {}: {e}", self.id),
             };
             let result = verdict.map_err(Failure::from).and_then(|()| {
-                let _turn = self.request_lock.as_ref().map(lock);
                 let _serial = self.export.lock_request();
                 self.execute(&request, &mut buf).map_err(|e| Failure {
                     error: nbd_error(e.errno).for_request_flags(request.flags),

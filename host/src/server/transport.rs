@@ -134,6 +134,7 @@ impl Transport {
             if start.elapsed() >= window {
                 return Ok(false);
             }
+            // A client sharing this CPU gets to run and send it.
             std::thread::yield_now();
         }
     }
