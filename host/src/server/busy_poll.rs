@@ -3,13 +3,15 @@
 //! A client with one request at a time sends the next one a few microseconds after it reads
 //! a reply. A reader that sleeps in that gap pays for waking up again, and on a virtual
 //! machine whose idle CPUs halt, that wake-up crosses the hypervisor: 4 KiB reads at queue
-//! depth 1 took 24–43 µs each with the reader asleep, 19.5–20.5 µs with it polling.
+//! depth 1 took 24–43 µs each with the reader asleep, 19.5–21 µs with it polling.
 //!
 //! Polling only pays for a client that answers within the window, and costs a CPU meanwhile,
 //! so the window adapts per connection the way Linux's haltpoll governor adapts its own
 //! (drivers/cpuidle/governors/haltpoll.c): it grows while requests arrive soon after the
-//! reader gave up polling, and shrinks when the client stays quiet for longer. With one CPU there is nobody to poll for, and the window stays shut.
+//! reader gave up polling, and shrinks when the client stays quiet for longer. However many
+//! connections there are, readers poll on at most all CPUs but one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -38,13 +40,19 @@ impl BusyPoll {
         BusyPoll::default()
     }
 
-    /// How long to poll before sleeping.
-    pub fn window(&self) -> Duration {
-        if several_cpus() {
-            self.window
-        } else {
-            Duration::ZERO
+    /// Leave to poll, and for how long: none while the window is shut, or while every CPU but
+    /// one already has a reader polling on it.
+    pub fn start(&self) -> Option<Polling> {
+        if self.window.is_zero() {
+            return None;
         }
+        let most = *MOST_POLLING.get_or_init(|| std::thread::available_parallelism().map_or(0, |n| n.get() - 1));
+        POLLING
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |polling| {
+                (polling < most).then_some(polling + 1)
+            })
+            .ok()
+            .map(|_| Polling { window: self.window })
     }
 
     /// The reader waited `waited` for a request (polling and sleeping together).
@@ -64,9 +72,20 @@ impl BusyPoll {
     }
 }
 
-fn several_cpus() -> bool {
-    static SEVERAL: OnceLock<bool> = OnceLock::new();
-    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+/// Readers polling now, across connections. Each takes a CPU, and one is left for the clients
+/// and the workers: with one CPU, nobody polls.
+static POLLING: AtomicUsize = AtomicUsize::new(0);
+static MOST_POLLING: OnceLock<usize> = OnceLock::new();
+
+/// A reader's leave to poll, given back when dropped.
+pub struct Polling {
+    pub window: Duration,
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +132,22 @@ mod tests {
         assert_eq!(poll.window, Duration::ZERO);
         poll.waited(Duration::from_secs(5));
         assert_eq!(poll.window, Duration::ZERO);
+    }
+
+    #[test]
+    fn polls_on_all_cpus_but_one_at_most() {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let poll = BusyPoll { window: MAX };
+        let mut seats = Vec::new();
+        while let Some(polling) = poll.start() {
+            assert_eq!(polling.window, MAX);
+            seats.push(polling);
+            assert!(seats.len() < cpus, "{} readers polling on {cpus} CPUs", seats.len());
+        }
+        assert_eq!(seats.len(), cpus - 1);
+        seats.pop();
+        assert!(poll.start().is_some(), "a seat given back is free again");
+        assert!(BusyPoll::new().start().is_none(), "polls with its window shut");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Threads, nbdkit style: one per connection, plus `-t` workers for a parallel export, each
 //! reading a request, calling the layers inline and writing the reply. A per-request hand-off
 //! to another thread would cost 6–13 µs on two cores; an inline component call costs 0.2 µs.
+//! Between a quick client's requests the reader polls briefly instead of sleeping
+//! (`busy_poll`).
 
 mod busy_poll;
 mod handshake;

@@ -216,8 +216,8 @@ impl Connection<'_> {
     ) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
         let reader = &mut inbox.stream;
         let waiting_since = reader.buffer().is_empty().then(Instant::now);
-        if waiting_since.is_some() {
-            self.transport.poll_readable(inbox.poll.window())?;
+        if let Some(polling) = waiting_since.and_then(|_| inbox.poll.start()) {
+            self.transport.poll_readable(polling.window)?;
         }
         // Large buffers are kept while requests keep coming (allocating them again costs page
         // faults), and given back once the client goes quiet: the reader waits in steps, and
