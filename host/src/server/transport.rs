@@ -120,23 +120,15 @@ impl Transport {
         }
     }
 
-    /// Poll without sleeping for up to `window` until the client sends something (or hangs
-    /// up): false if it stayed quiet.
-    pub fn poll_readable(&self, window: Duration) -> io::Result<bool> {
-        if window.is_zero() {
-            return Ok(false);
-        }
+    /// Poll without sleeping for up to `window`, until the client sends something (or hangs
+    /// up) or the window closes.
+    pub fn poll_readable(&self, window: Duration) -> io::Result<()> {
         let start = Instant::now();
-        loop {
-            if self.wait_readable(Duration::ZERO)? {
-                return Ok(true);
-            }
-            if start.elapsed() >= window {
-                return Ok(false);
-            }
+        while !self.wait_readable(Duration::ZERO)? && start.elapsed() < window {
             // A client sharing this CPU gets to run and send it.
             std::thread::yield_now();
         }
+        Ok(())
     }
 
     pub fn hang_up_handle(&self) -> io::Result<Option<HangUp>> {
