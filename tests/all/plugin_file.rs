@@ -418,7 +418,7 @@ fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
     let size: u64 = 16 << 20;
     let (f, _) = disk(&dir, "disk.img", 41, size as usize);
     fs::File::open(&f).unwrap().sync_all().unwrap();
-    let resident_after = |nbdkit: bool, mode: &str| -> u64 {
+    let resident_once = |nbdkit: bool, mode: &str| -> u64 {
         let drop =
             format!("import os; fd = os.open({f:?}, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)");
         assert_success(&run_tool("/usr/bin/python3", &["-c", &drop], None));
@@ -435,6 +435,12 @@ fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
             .unwrap();
         assert_success(&o).trim().parse().unwrap()
     };
+    // Kernel readahead runs beside the parallel reads, and a page it brings in after its own
+    // read evicted it stays: now and then several MiB more, for nbdkit too (6 MiB in 1 of 30
+    // runs, against its usual 1 MiB). The best of three runs is what cache=none reliably
+    // leaves; a server that evicted nothing would leave the whole file in every run.
+    let resident_after =
+        |nbdkit: bool, mode: &str| -> u64 { (0..3).map(|_| resident_once(nbdkit, mode)).min().unwrap() };
     // What the kernel read ahead past the last read stays (read_ahead_kb may be 8 MiB), and
     // more of it with parallel reads or a busy machine: measured against nbdkit in the same
     // conditions (about 1 MiB here), with a quarter of the file to spare, far from all of it.
@@ -443,5 +449,5 @@ fn cache_none_leaves_what_was_read_out_of_the_page_cache_as_nbdkit_does() {
         ours <= theirs + size / 4,
         "cache=none: {ours} bytes stay cached (nbdkit: {theirs})"
     );
-    assert_eq!(resident_after(false, "cache=default"), size, "cache=default");
+    assert_eq!(resident_once(false, "cache=default"), size, "cache=default");
 }
