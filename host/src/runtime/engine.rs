@@ -43,6 +43,7 @@ impl EpochTicker {
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
+                    super::clock::tick();
                     std::thread::park_timeout(EPOCH_TICK);
                     engine.increment_epoch();
                 }
@@ -56,6 +57,7 @@ impl EpochTicker {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.thread().unpark();
         let _ = self.thread.join();
+        super::clock::ticker_stopped();
     }
 }
 

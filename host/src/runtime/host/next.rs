@@ -7,7 +7,7 @@
 use super::buffers::{read_target, write_source};
 use super::ImportError;
 use crate::api::{self, LayerInfo};
-use crate::runtime::below::Below;
+use crate::runtime::below::{Below, BelowConnection};
 use crate::runtime::bindings::filter_world::nbdbox::plugin::background;
 use crate::runtime::bindings::filter_world::nbdbox::plugin::plugin::{Host, HostConnection};
 use crate::runtime::bindings::{BlockSize, Capabilities, CmdFlags, Export, Extent, PluginInfo, ThreadModel};
@@ -26,11 +26,9 @@ impl StoreData {
             .ok_or_else(|| wasmtime::format_err!("'{}' has no layer below it", self.env.name))
     }
 
-    fn connection(
-        &self,
-        c: &Resource<NextConnection>,
-    ) -> wasmtime::Result<Arc<dyn crate::runtime::below::BelowConnection>> {
-        Ok(self.table.get(c)?.0.clone())
+    /// Borrowed, not cloned: an `Arc` clone per request per layer is measurable.
+    fn connection(&self, c: &Resource<NextConnection>) -> wasmtime::Result<&dyn BelowConnection> {
+        Ok(&*self.table.get(c)?.0)
     }
 
     /// The answer of the layer below, remembering an error's message: if the filter returns
@@ -157,12 +155,11 @@ impl HostConnection for StoreData {
         offset: u64,
         flags: CmdFlags,
     ) -> Answer<()> {
-        let connection = self.connection(&c)?;
         let raw = read_target(self, &dst)?;
         // SAFETY: a view of a buffer lent to this call or owned by this instance's table; the
         // layer below cannot reach this instance while it uses it.
         let buf = unsafe { raw.slice_mut(0, count as usize)? };
-        let result = connection.pread(buf, offset, flags.into());
+        let result = self.connection(&c)?.pread(buf, offset, flags.into());
         self.answer(result)
     }
 
@@ -174,11 +171,10 @@ impl HostConnection for StoreData {
         offset: u64,
         flags: CmdFlags,
     ) -> Answer<()> {
-        let connection = self.connection(&c)?;
         let raw = write_source(self, &src)?;
         // SAFETY: as in `pread`.
         let buf = unsafe { raw.slice(0, count as usize)? };
-        let result = connection.pwrite(buf, offset, flags.into());
+        let result = self.connection(&c)?.pwrite(buf, offset, flags.into());
         self.answer(result)
     }
 
@@ -224,7 +220,7 @@ impl HostConnection for StoreData {
 /// `background.cache`: queued for a host thread, so the filter's call returns at once.
 impl background::Host for StoreData {
     fn cache(&mut self, below: Resource<NextConnection>, count: u64, offset: u64) -> wasmtime::Result<()> {
-        let below = self.connection(&below)?;
+        let below = self.table.get(&below)?.0.clone();
         let env = &self.env;
         crate::runtime::background::cache(&below, count, offset, &env.name, &env.log, &env.shutdown);
         Ok(())
