@@ -216,8 +216,10 @@ impl Connection<'_> {
     ) -> io::Result<Option<(Request, Result<(), NbdError>)>> {
         let reader = &mut inbox.stream;
         let waiting_since = reader.buffer().is_empty().then(Instant::now);
-        if let Some(polling) = waiting_since.and_then(|_| inbox.poll.start()) {
-            self.transport.poll_readable(polling.window)?;
+        if let Some(since) = waiting_since {
+            if let Some(polling) = inbox.poll.start() {
+                self.transport.poll_readable(since + polling.window)?;
+            }
         }
         // Large buffers are kept while requests keep coming (allocating them again costs page
         // faults), and given back once the client goes quiet: the reader waits in steps, and

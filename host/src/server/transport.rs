@@ -120,11 +120,9 @@ impl Transport {
         }
     }
 
-    /// Poll without sleeping for up to `window`, until the client sends something (or hangs
-    /// up) or the window closes.
-    pub fn poll_readable(&self, window: Duration) -> io::Result<()> {
-        let start = Instant::now();
-        while !self.wait_readable(Duration::ZERO)? && start.elapsed() < window {
+    /// Poll without sleeping until the client sends something (or hangs up), or `until`.
+    pub fn poll_readable(&self, until: Instant) -> io::Result<()> {
+        while !self.wait_readable(Duration::ZERO)? && Instant::now() < until {
             // A client sharing this CPU gets to run and send it.
             std::thread::yield_now();
         }

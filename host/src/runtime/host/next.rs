@@ -26,9 +26,9 @@ impl StoreData {
             .ok_or_else(|| wasmtime::format_err!("'{}' has no layer below it", self.env.name))
     }
 
-    /// Borrowed, not cloned: an `Arc` clone per request per layer is measurable.
-    fn connection(&self, c: &Resource<NextConnection>) -> wasmtime::Result<&dyn BelowConnection> {
-        Ok(&*self.table.get(c)?.0)
+    /// Borrowed: cloning the `Arc` per request per layer is measurable.
+    fn connection(&self, c: &Resource<NextConnection>) -> wasmtime::Result<&Arc<dyn BelowConnection>> {
+        Ok(&self.table.get(c)?.0)
     }
 
     /// The answer of the layer below, remembering an error's message: if the filter returns
@@ -220,7 +220,7 @@ impl HostConnection for StoreData {
 /// `background.cache`: queued for a host thread, so the filter's call returns at once.
 impl background::Host for StoreData {
     fn cache(&mut self, below: Resource<NextConnection>, count: u64, offset: u64) -> wasmtime::Result<()> {
-        let below = self.table.get(&below)?.0.clone();
+        let below = self.connection(&below)?.clone();
         let env = &self.env;
         crate::runtime::background::cache(&below, count, offset, &env.name, &env.log, &env.shutdown);
         Ok(())
